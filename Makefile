@@ -1,0 +1,59 @@
+# The README's commands. Each target sets up what it needs (virtualenv, install, data) on first use.
+#   make reproduce   the main job: train + sample + report on the embedded data (PRESET=cpu by default)
+#   make test        everything CI checks: export in sync, notebook tests, pytest
+#   make lab         JupyterLab on nbs/
+#   make bench       speed benchmarks (bench/*.py), printed as tables
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= cpu
+SEEDS ?= 0
+export PYTHONHASHSEED := 0
+
+.PHONY: setup data reproduce test check-export nbtest pytest lab bench export clean-nbs
+
+setup: $(VENV)/.installed data
+
+# torch is installed first and pinned (the CPU wheel); everything else then finds it satisfied.
+$(VENV)/.installed: settings.ini setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+data: $(VENV)/.installed
+	$(PY) -c "from sdr.data import ensure_fashion_mnist; print(ensure_fashion_mnist())"
+
+reproduce: setup
+	$(VENV)/bin/papermill nbs/experiments/e00_baseline.ipynb reports/baseline/e00_baseline.ipynb \
+		-p preset_name $(PRESET) -p out_dir reports/baseline --cwd . --log-output --no-progress-bar
+	@echo "results: reports/baseline/ (samples.png, loss.png, metrics.json)"
+
+# nbdev_export on a copy of the tree must reproduce the committed sdr/ byte for byte.
+check-export: $(VENV)/.installed
+	@tmp=$$(mktemp -d); git ls-files -z -co --exclude-standard | xargs -0 -I{} cp --parents {} $$tmp/ ; \
+	  ( cd $$tmp && $(abspath $(VENV))/bin/nbdev_export ) && \
+	  if diff -r --exclude=__pycache__ sdr $$tmp/sdr; then echo "export in sync"; rm -rf $$tmp; \
+	  else echo "nbs/ and sdr/ are out of sync: run nbdev_export and commit both"; rm -rf $$tmp; exit 1; fi
+
+nbtest: setup
+	$(VENV)/bin/nbdev_test --n_workers 2 --timing
+
+pytest: setup
+	$(VENV)/bin/pytest tests -q -p no:cacheprovider
+
+test: check-export nbtest pytest
+
+lab: setup
+	$(VENV)/bin/jupyter lab nbs
+
+bench: setup
+	$(PY) bench/train_step.py
+
+export: $(VENV)/.installed
+	$(VENV)/bin/nbdev_export
+
+clean-nbs: $(VENV)/.installed
+	$(VENV)/bin/nbdev_clean
