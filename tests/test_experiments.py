@@ -1,0 +1,56 @@
+"""The grid runner: SIGKILL mid-run, rerun, the same table; failures are recorded and the grid goes on."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+from sdr.core import preset
+from sdr.experiments import EvalConfig, collect, run_grid, summarize
+
+SCRIPT = """
+import sys
+from sdr.core import preset
+from sdr.experiments import EvalConfig, run_grid
+c = preset('smoke')
+c = c.replace(train=c.train.replace(steps=40, checkpoint_every=5))
+cfgs = [c.replace(name=v, seed=0, srd=c.srd.replace(mechanism=m)) for v, m in (('baseline', 'none'), ('combined', 'combined'))]
+run_grid('g', cfgs, root=sys.argv[1], ev=EvalConfig(n_samples=8, n_real=8, sample_steps=3, metric='none', heldout=64))
+"""
+
+def _grid(root, **kw):
+    return subprocess.Popen([sys.executable, '-c', SCRIPT, str(root)], start_new_session=True,
+                            env={**os.environ, 'OMP_NUM_THREADS': '1'}, **kw)
+
+def _table(root):
+    recs = collect(root, 'g')
+    return {(r['name'], r['seed']): (r['heldout_loss'], r['steps']) for r in recs}
+
+def test_sigkill_midrun_then_rerun_gives_the_same_table(tmp_path):
+    ref = _grid(tmp_path / 'ref'); assert ref.wait(timeout=900) == 0
+    expected = _table(tmp_path / 'ref')
+    assert len(expected) == 2
+    root = tmp_path / 'killed'
+    p = _grid(root)
+    # wait until the variant runs have started training (a checkpoint inside a run dir), then kill everything
+    t0 = time.time()
+    while not list(root.glob('g/[0-9a-f]*/train/checkpoints/last.pt')):
+        assert time.time() - t0 < 600 and p.poll() is None, 'grid ended before it could be killed'
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    assert len(collect(root, 'g')) < 2, 'the kill came too late to test anything'
+    rerun = _grid(root); assert rerun.wait(timeout=900) == 0
+    assert _table(root) == expected
+    summary = json.loads((root / 'g' / 'summary.json').read_text())
+    assert not summary['failed']
+
+def test_failed_run_is_recorded_and_grid_goes_on(tmp_path):
+    c = preset('smoke')
+    c = c.replace(train=c.train.replace(steps=12), srd=c.srd.replace(base_steps=0))
+    good = c.replace(name='good')
+    bad = c.replace(name='bad', data=c.data.replace(dataset='folder', data_dir=str(tmp_path / 'missing')))
+    s = run_grid('f', [bad, good], root=tmp_path, ev=EvalConfig(n_samples=4, n_real=4, sample_steps=2, metric='none',
+                                                                  heldout=16), progress=False)
+    assert [r['name'] for r in s['failed']] == ['bad'] and 'does not exist' in s['failed'][0]['error']
+    assert [r['name'] for r in s['finished']] == ['good']
+    assert len(collect(tmp_path, 'f')) == 1
+    assert list((tmp_path / 'f').glob('*/error.json'))
