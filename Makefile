@@ -14,7 +14,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce test check-export nbtest pytest lab bench export clean-nbs
+.PHONY: setup data reproduce reproduce-ablation test check-export nbtest pytest lab bench export clean-nbs
 
 setup: $(VENV)/.installed data
 
@@ -37,6 +37,15 @@ reproduce: setup
 	$(VENV)/bin/papermill nbs/experiments/e00_baseline.ipynb reports/baseline/e00_baseline.ipynb \
 		-p preset_name $(PRESET) -p out_dir reports/baseline --cwd . --log-output --no-progress-bar
 	@echo "results: reports/baseline/ (samples.png, loss.png, metrics.json)"
+
+# The SRD ablation (e01): 4 variants x 3 seeds at the cpu preset, scaled to fit ~1 h on 2 cores (stated in the report).
+ABLATION_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 -p cycle 50 \
+	-p n_samples 500 -p n_real 2000 -p sample_steps 50 -p metric auto
+reproduce-ablation: setup
+	mkdir -p reports/runs
+	$(VENV)/bin/papermill nbs/experiments/e01_ablation.ipynb reports/e01_ablation.ipynb -p preset_name $(PRESET) \
+		-p root reports/runs -p reports_dir reports $(ABLATION_ARGS) --cwd . --log-output --no-progress-bar
+	@echo "results: reports/ablation.md (.csv, .png); run records in reports/runs/e01_ablation/"
 
 # nbdev_export on a copy of the tree must reproduce the committed sdr/ byte for byte.
 check-export: $(VENV)/.installed

@@ -18,8 +18,8 @@ from .data import load_dataset, save_image_grid
 from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'train_base', 'run_experiment', 'run_grid', 'run_job',
-           't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'write_table']
+__all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'train_base', 'run_experiment', 'is_finished', 'run_grid',
+           'run_job', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'write_table']
 
 # %% ../nbs/09_experiments.ipynb #34211085
 @_register
@@ -87,7 +87,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
     save_json(m, run_dir / 'metrics.json')
     return m
 
-# %% ../nbs/09_experiments.ipynb #af304098
+# %% ../nbs/09_experiments.ipynb #9e38fad0
 RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / 'nbs' / 'experiments' / 'run.ipynb' if '__file__' in globals() else None
 
 def _worker_env(threads: int) -> dict:
@@ -112,6 +112,12 @@ def _execute(kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, bas
         raise RuntimeError(f'{kind} exited with {p.returncode}; last log lines:\n{tail}')
     return load_json(out / ('metrics.json' if kind == 'run' else 'done.json'))
 
+def is_finished(out: Path, kind: str, ev: EvalConfig) -> bool:
+    "A base is finished when `done.json` exists; a run when `metrics.json` exists and holds the requested score."
+    done = Path(out) / ('done.json' if kind == 'base' else 'metrics.json')
+    if not done.exists(): return False
+    return kind == 'base' or ev.metric == 'none' or 'extractor' in load_json(done)
+
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
              workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True) -> dict:
     "Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures."
@@ -129,8 +135,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
 
     def job(kind, c):
         out = base_dir_for(root, experiment, c) if kind == 'base' else run_dir_for(root, experiment, c)
-        done = out / ('done.json' if kind == 'base' else 'metrics.json')
-        if done.exists(): return kind, c, out, 'skipped', None
+        if is_finished(out, kind, ev): return kind, c, out, 'skipped', None
         base_ck = base_dir_for(root, experiment, c) / 'train' / 'checkpoints' / 'last.pt' if kind == 'run' and c.srd.base_steps > 0 else None
         try:
             _execute(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads, notebook=notebook)
