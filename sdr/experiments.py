@@ -87,7 +87,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
     save_json(m, run_dir / 'metrics.json')
     return m
 
-# %% ../nbs/09_experiments.ipynb #72fef70a
+# %% ../nbs/09_experiments.ipynb #e8d80fc5
 RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / 'nbs' / 'experiments' / 'run.ipynb' if '__file__' in globals() else None
 
 def _worker_env(threads: int) -> dict:
@@ -124,7 +124,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     check_int('workers', workers, 1, 64)
     if not configs: raise ValueError('configs is empty: nothing to run')
     names = [c.name for c in configs]
-    ev, root = ev or EvalConfig(), Path(root)
+    ev, root = ev or EvalConfig(), Path(root).resolve()  # absolute: jobs run with their own working directory
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     notebook = RUN_NOTEBOOK if notebook is None else notebook
     summary = {'experiment': experiment, 'finished': [], 'skipped': [], 'failed': [], 'workers': workers, 'threads': threads}

@@ -228,7 +228,7 @@ def base_config(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def base_config_hash(cfg: ExperimentConfig) -> str: return config_hash(base_config(cfg))
 
-# %% ../nbs/06_train.ipynb #44e5fa64
+# %% ../nbs/06_train.ipynb #7ad504ad
 class SRDTrainer(Trainer):
     "Two-phase SRD training (base, then refinement with a refreshed mFAM). `cfg.srd.mechanism='none'` is the baseline."
     def __init__(self, cfg: ExperimentConfig, out_dir, *, base_checkpoint=None, **kw):
@@ -332,7 +332,9 @@ class SRDTrainer(Trainer):
     def resume(self) -> bool:
         "Resume from this run's checkpoint, else start from a compatible shared base checkpoint."
         if super().resume(): return True
-        if self.base_checkpoint is None or not self.base_checkpoint.exists(): return False
+        if self.base_checkpoint is None: return False
+        if not self.base_checkpoint.exists():  # never silently train the base phase again
+            raise FileNotFoundError(f'base_checkpoint={str(self.base_checkpoint)!r} does not exist')
         sd = load_checkpoint(self.base_checkpoint)
         if sd['extra'].get('base_config_hash') != base_config_hash(self.cfg):
             raise ValueError(f'base checkpoint {self.base_checkpoint} has base config {sd["extra"].get("base_config_hash")}; '
