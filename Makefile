@@ -55,7 +55,7 @@ check-export: $(VENV)/.installed
 	  else echo "nbs/ and sdr/ are out of sync: run nbdev_export and commit both"; rm -rf $$tmp; exit 1; fi
 
 nbtest: setup
-	$(VENV)/bin/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --n_workers 2 --timing  # two notebooks at a time, one thread each
 
 pytest: setup
 	$(VENV)/bin/pytest tests -q -p no:cacheprovider
