@@ -55,7 +55,7 @@ class GracefulStop:
         self._old = {}
         return False
 
-# %% ../nbs/06_train.ipynb #d133359e
+# %% ../nbs/06_train.ipynb #41dfee26
 class Trainer:
     "Diffusion training with EMA, checkpoints and exact resume. Subclasses hook `make_noise` and `step_context`."
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, *, device=None, images: torch.Tensor | None = None,
@@ -105,12 +105,12 @@ class Trainer:
         t = self.diffusion.sample_timesteps(len(x0), generator=self.noise_gen, device=self.device)
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
         noise, target = self.make_noise(x0, t, eps)
-        with self.step_context():
+        with torch.enable_grad(), self.step_context():  # whatever the caller's grad mode
             terms = self.diffusion.training_losses(self.model, x0, t, noise=noise, target=target)
-        loss = terms['loss'].mean()
+            loss = terms['loss'].mean()
         if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.enable_grad(): loss.backward()
         if self.cfg.train.grad_clip > 0:  # per parameter group: SRD's map projections (own group) never rescale the U-Net's step
             for group in self.opt.param_groups: nn.utils.clip_grad_norm_(group['params'], self.cfg.train.grad_clip)
         self.opt.step(); self.sched.step(); self.ema.update(self.model)
