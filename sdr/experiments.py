@@ -87,7 +87,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
     save_json(m, run_dir / 'metrics.json')
     return m
 
-# %% ../nbs/09_experiments.ipynb #e8d80fc5
+# %% ../nbs/09_experiments.ipynb #b530f959
 RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / 'nbs' / 'experiments' / 'run.ipynb' if '__file__' in globals() else None
 
 def _worker_env(threads: int) -> dict:
@@ -113,10 +113,11 @@ def _execute(kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, bas
     return load_json(out / ('metrics.json' if kind == 'run' else 'done.json'))
 
 def is_finished(out: Path, kind: str, ev: EvalConfig) -> bool:
-    "A base is finished when `done.json` exists; a run when `metrics.json` exists and holds the requested score."
+    "A base is finished when `done.json` and its checkpoint exist; a run when `metrics.json` exists and holds the requested score."
     done = Path(out) / ('done.json' if kind == 'base' else 'metrics.json')
     if not done.exists(): return False
-    return kind == 'base' or ev.metric == 'none' or 'extractor' in load_json(done)
+    if kind == 'base': return (Path(out) / 'train' / 'checkpoints' / 'last.pt').exists()  # records travel without checkpoints
+    return ev.metric == 'none' or 'extractor' in load_json(done)
 
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
              workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True) -> dict:
