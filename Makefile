@@ -40,7 +40,7 @@ reproduce: setup
 
 # The SRD ablation (e01): 4 variants x 3 seeds at the cpu preset, scaled to fit ~1 h on 2 cores (stated in the report).
 ABLATION_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 -p cycle 50 \
-	-p n_samples 500 -p n_real 2000 -p sample_steps 50 -p metric auto
+	-p n_samples 500 -p n_real 2500 -p sample_steps 50 -p metric auto
 reproduce-ablation: setup
 	mkdir -p reports/runs
 	$(VENV)/bin/papermill nbs/experiments/e01_ablation.ipynb reports/e01_ablation.ipynb -p preset_name $(PRESET) \

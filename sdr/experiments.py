@@ -18,16 +18,17 @@ from .data import load_dataset, save_image_grid
 from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'train_base', 'run_experiment', 'is_finished', 'run_grid',
-           'run_job', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'write_table']
+__all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'train_base', 'prepare_reference', 'run_experiment',
+           'is_finished', 'run_grid', 'run_job', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown',
+           'write_table']
 
-# %% ../nbs/09_experiments.ipynb #34211085
+# %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
 @dataclass(frozen=True)
 class EvalConfig(ConfigBase):
     "End-of-run evaluation: samples drawn from the EMA model and how they are scored."
     n_samples: int = 500             # generated images scored (FID is biased in N: compare equal N only)
-    n_real: int = 2000               # real test images for the reference statistics
+    n_real: int = 2500               # real test images (> 2048 so the Inception covariance can be full rank)
     sample_steps: int = 50           # DDIM steps
     metric: str = 'auto'             # 'auto' (FID+KID if the Inception weights exist, else FD-domain) | 'none'
     heldout: int = 2000              # test images for the held-out loss
@@ -36,7 +37,7 @@ class EvalConfig(ConfigBase):
         check_int('sample_steps', self.sample_steps, 1); check_choice('metric', self.metric, ('auto', 'none'))
         check_int('heldout', self.heldout, 1)
 
-# %% ../nbs/09_experiments.ipynb #5c76ea1c
+# %% ../nbs/09_experiments.ipynb #a68c4bb4
 def base_dir_for(root: str | os.PathLike, experiment: str, cfg: ExperimentConfig) -> Path:
     return Path(root) / experiment / f'base-{base_config_hash(cfg)}'
 
@@ -54,11 +55,21 @@ def train_base(cfg: ExperimentConfig, base_dir, *, device=None, progress: bool =
     return tr.checkpoint_path
 
 def _score(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict:
-    "FID/KID (or the labelled fallback) of `samples` against the test split, with its CI and n."
+    "FID/KID (or the labelled FD-domain fallback when the Inception weights are missing) vs the test split, with CI and n."
     if ev.metric == 'none': return {}
     from sdr import metrics
-    real = load_dataset(cfg.data, 'test')[0][:ev.n_real]
-    return metrics.compute_fid(samples, real=real, real_key=f'{cfg.data.dataset}-test-{cfg.data.image_size}-{ev.n_real}')
+    return metrics.compute_fid(samples, data_cfg=cfg.data, split='test', n_real=ev.n_real)
+
+def prepare_reference(configs: list[ExperimentConfig], ev: EvalConfig, *, progress: bool = True) -> None:
+    "Compute (and cache) the real statistics once per dataset before the jobs start, so parallel jobs never race on them."
+    if ev.metric == 'none': return
+    from sdr import metrics
+    for data in {c.data for c in configs}:
+        t0 = time.time()
+        ex = metrics.resolve_extractor('auto', data_cfg=data, progress=progress)
+        rs = metrics.real_stats(extractor=ex, data_cfg=data, split='test', n_real=ev.n_real, progress=progress)
+        if progress: print(f"reference: {rs['n']} real {data.dataset} test images under {ex.name} "
+                           f"({'cached' if rs['from_cache'] else f'{time.time() - t0:.0f} s'})", flush=True)
 
 def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = None, base_checkpoint=None,
                    device=None, progress: bool = False) -> dict:
@@ -87,7 +98,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
     save_json(m, run_dir / 'metrics.json')
     return m
 
-# %% ../nbs/09_experiments.ipynb #b530f959
+# %% ../nbs/09_experiments.ipynb #dcc4be79
 RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / 'nbs' / 'experiments' / 'run.ipynb' if '__file__' in globals() else None
 
 def _worker_env(threads: int) -> dict:
@@ -117,7 +128,9 @@ def is_finished(out: Path, kind: str, ev: EvalConfig) -> bool:
     done = Path(out) / ('done.json' if kind == 'base' else 'metrics.json')
     if not done.exists(): return False
     if kind == 'base': return (Path(out) / 'train' / 'checkpoints' / 'last.pt').exists()  # records travel without checkpoints
-    return ev.metric == 'none' or 'extractor' in load_json(done)
+    if ev.metric == 'none': return True
+    m = load_json(done)   # a score under other evaluation settings is redone (training is not)
+    return 'extractor' in m and m.get('n_real') == ev.n_real and m.get('n_samples') == ev.n_samples
 
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
              workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True) -> dict:
@@ -130,6 +143,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     notebook = RUN_NOTEBOOK if notebook is None else notebook
     summary = {'experiment': experiment, 'finished': [], 'skipped': [], 'failed': [], 'workers': workers, 'threads': threads}
     t0 = time.time()
+    prepare_reference(configs, ev, progress=progress)
     bases = {}
     for c in configs:
         if c.srd.base_steps > 0: bases.setdefault(base_config_hash(c), c)
