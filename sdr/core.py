@@ -14,9 +14,9 @@ import torch
 
 # %% auto #0
 __all__ = ['DATASETS', 'MECHANISMS', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
-           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'ConfigBase', 'config_hash',
-           'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig',
-           'SRDConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json']
+           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'ConfigBase', 'added_field',
+           'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
+           'HighlighterConfig', 'SRDConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -112,7 +112,7 @@ def make_generator(seed: int, device: torch.device | str = 'cpu') -> torch.Gener
     g = torch.Generator(device=torch.device(device)); g.manual_seed(seed)
     return g
 
-# %% ../nbs/00_core.ipynb #3b71f94c
+# %% ../nbs/00_core.ipynb #b88316d6
 class ConfigBase:
     "Shared behaviour of the frozen config dataclasses: validation hook, dict round trip, `replace`."
     def __post_init__(self): self.validate()
@@ -140,9 +140,21 @@ def _register(cls):
     _CONFIG_TYPES[cls.__name__] = cls
     return cls
 
+def added_field(default, *, since: str):
+    "A config field added after run ids were published: hashed only when set away from `default`, so old run ids stay valid."
+    return field(default=default, metadata={'since': since})
+
+def _hash_dict(cfg: ConfigBase) -> dict:
+    d = {}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.metadata.get('since') and v == f.default: continue   # a later feature left at its default
+        d[f.name] = _hash_dict(v) if isinstance(v, ConfigBase) else _to_jsonable(v)
+    return d
+
 def config_hash(cfg: ConfigBase, n: int = 10) -> str:
-    "A short stable hash of a config (its run id)."
-    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(',', ':'))
+    "A short stable hash of a config (its run id); fields made with `added_field` count only when not at their default."
+    blob = json.dumps(_hash_dict(cfg), sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #f4b8040f
