@@ -16,7 +16,8 @@ import torch
 __all__ = ['DATASETS', 'MECHANISMS', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
            'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'ConfigBase', 'added_field',
            'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
-           'HighlighterConfig', 'SRDConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json']
+           'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ExperimentConfig', 'preset', 'save_json',
+           'load_json']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -112,7 +113,7 @@ def make_generator(seed: int, device: torch.device | str = 'cpu') -> torch.Gener
     g = torch.Generator(device=torch.device(device)); g.manual_seed(seed)
     return g
 
-# %% ../nbs/00_core.ipynb #b88316d6
+# %% ../nbs/00_core.ipynb #0f32f4b7
 class ConfigBase:
     "Shared behaviour of the frozen config dataclasses: validation hook, dict round trip, `replace`."
     def __post_init__(self): self.validate()
@@ -126,7 +127,8 @@ class ConfigBase:
         if unknown: raise ValueError(f'{cls.__name__}: unknown keys {sorted(unknown)}; allowed {sorted(names)}')
         kw = {}
         for k, v in d.items():
-            sub = _CONFIG_TYPES.get(names[k].type if isinstance(names[k].type, str) else getattr(names[k].type, '__name__', ''))
+            tname = names[k].type if isinstance(names[k].type, str) else getattr(names[k].type, '__name__', '')
+            sub = _CONFIG_TYPES.get(tname.split('|')[0].strip())   # 'X | None' fields hold an X or None
             kw[k] = sub.from_dict(v) if sub is not None and isinstance(v, dict) else (tuple(v) if isinstance(v, list) else v)
         return cls(**kw)
 
@@ -157,7 +159,7 @@ def config_hash(cfg: ConfigBase, n: int = 10) -> str:
     blob = json.dumps(_hash_dict(cfg), sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
-# %% ../nbs/00_core.ipynb #f4b8040f
+# %% ../nbs/00_core.ipynb #163b235f
 DATASETS = ('fashion_mnist', 'folder')
 
 @_register
@@ -323,6 +325,40 @@ class SRDConfig(ConfigBase):
 
 @_register
 @dataclass(frozen=True)
+class AutoencoderConfig(ConfigBase):
+    "The latent space: a small convolutional autoencoder (KL-regularised unless `kl_weight=0`) and its training."
+    channels: int = 1            # image channels
+    image_size: int = 16         # image side
+    factor: int = 2              # spatial downsampling: latent side = image_size // factor
+    latent_channels: int = 2     # k
+    width: int = 32              # channels of the convolutions (all at the latent resolution)
+    depth: int = 1               # extra 3x3 convolutions in the encoder and in the decoder
+    kl_weight: float = 1e-3      # beta of the KL term (per-element means); 0: plain autoencoder
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 5e-3             # OneCycle peak (AdamW)
+    weight_decay: float = 0.0
+    def validate(self):
+        check_choice('channels', self.channels, (1, 3))
+        check_choice('factor', self.factor, (2, 4, 8))
+        check_int('image_size', self.image_size, self.factor, 4096)
+        if self.image_size % self.factor:
+            raise ValueError(f'image_size={self.image_size} must be divisible by factor={self.factor}')
+        check_int('latent_channels', self.latent_channels, 1, 64)
+        check_int('width', self.width, 4, 4096)
+        check_int('depth', self.depth, 0, 16)
+        check_range('kl_weight', self.kl_weight, 0.0)
+        check_int('steps', self.steps, 1)
+        check_int('batch_size', self.batch_size, 1)
+        check_range('lr', self.lr, 0.0, lo_incl=False)
+        check_range('weight_decay', self.weight_decay, 0.0)
+
+    @property
+    def latent_size(self) -> int: return self.image_size // self.factor
+
+# %% ../nbs/00_core.ipynb #9af2bf86
+@_register
+@dataclass(frozen=True)
 class ExperimentConfig(ConfigBase):
     "One run: data, model, process, training, sampling, seed."
     name: str = 'baseline'
@@ -333,22 +369,31 @@ class ExperimentConfig(ConfigBase):
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     srd: SRDConfig = field(default_factory=SRDConfig)
+    autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
+        ae = self.autoencoder
+        if ae is not None:
+            if not isinstance(ae, AutoencoderConfig): raise ValueError(f'autoencoder must be an AutoencoderConfig or None, got {type(ae).__name__}')
+            if (ae.channels, ae.image_size) != (self.data.channels, self.data.image_size):
+                raise ValueError(f'autoencoder (channels, image_size)={(ae.channels, ae.image_size)} must match the data\'s '
+                                 f'{(self.data.channels, self.data.image_size)}')
+            if self.srd.mechanism not in ('none', 'reverse'):
+                raise ValueError(f"srd.mechanism={self.srd.mechanism!r}: latent diffusion uses the reverse mechanism only; allowed ('none', 'reverse')")
         if self.srd.base_steps > self.train.steps:
             raise ValueError(f'base_steps={self.srd.base_steps} must be at most train.steps={self.train.steps}')
         h, d = self.srd.highlighter, self.data
         if (h.channels, h.image_size) != (d.channels, d.image_size):
             raise ValueError(f'highlighter (channels, image_size)={(h.channels, h.image_size)} must match the data\'s '
                              f'{(d.channels, d.image_size)}')
-        size, n_levels = self.data.image_size, len(self.unet.channel_mults)
+        size, n_levels = (ae.latent_size if ae is not None else self.data.image_size), len(self.unet.channel_mults)
         if size % 2 ** (n_levels - 1):
             raise ValueError(f'image_size={size} must be divisible by 2**(len(channel_mults)-1)={2 ** (n_levels - 1)}')
         sides = {size // 2 ** i for i in range(n_levels)}
         for r in self.unet.attention_resolutions:
             if r not in sides: raise ValueError(f'attention_resolutions contains {r}; allowed feature-map sides {sorted(sides)}')
 
-# %% ../nbs/00_core.ipynb #53dc8908
+# %% ../nbs/00_core.ipynb #5dd9c269
 PRESETS = ('smoke', 'cpu', 'paper')
 
 def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
@@ -390,7 +435,7 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
                                                         epochs=20, batch_size=16, lr=1e-5)))
     return cfg.replace(**overrides) if overrides else cfg
 
-# %% ../nbs/00_core.ipynb #e9437f50
+# %% ../nbs/00_core.ipynb #76dc6b0a
 def save_json(obj, path: str | os.PathLike) -> Path:
     "Write JSON atomically (temp file + rename), so a reader never sees half a file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)

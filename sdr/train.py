@@ -218,17 +218,14 @@ def plot_loss(log: list[dict], *, ax=None, key: str = 'loss', title: str | None 
     if title: ax.set_title(title)
     return ax
 
-# %% ../nbs/06_train.ipynb #7265d342
+# %% ../nbs/06_train.ipynb #1c313178
 def base_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    "The part of a config that determines its base phase: SRD's mechanism settings are reset to defaults."
-    d = SRDConfig()
-    return cfg.replace(name='base', srd=cfg.srd.replace(mechanism=d.mechanism, lambda_f=d.lambda_f, lambda_r=d.lambda_r,
-                                                       forward_variant=d.forward_variant, proj=d.proj,
-                                                       retrain_highlighter=d.retrain_highlighter))
+    "The part of a config that determines its base phase: every refinement-only SRD setting is reset to its default."
+    return cfg.replace(name='base', srd=SRDConfig(base_steps=cfg.srd.base_steps, highlighter=cfg.srd.highlighter))
 
 def base_config_hash(cfg: ExperimentConfig) -> str: return config_hash(base_config(cfg))
 
-# %% ../nbs/06_train.ipynb #7ad504ad
+# %% ../nbs/06_train.ipynb #ec5f439a
 class SRDTrainer(Trainer):
     "Two-phase SRD training (base, then refinement with a refreshed mFAM). `cfg.srd.mechanism='none'` is the baseline."
     def __init__(self, cfg: ExperimentConfig, out_dir, *, base_checkpoint=None, **kw):
@@ -344,7 +341,7 @@ class SRDTrainer(Trainer):
         self.load_state_dict({**sd, 'config_hash': config_hash(self.cfg), 'extra': {}})
         return True
 
-# %% ../nbs/06_train.ipynb #3ea1e56b
+# %% ../nbs/06_train.ipynb #be1a2158
 def plot_mfam_history(history: list[dict], *, ncols: int = 8, title: str | None = None):
     "The mFAM at each refresh, one panel per refresh (shared colour scale)."
     import matplotlib.pyplot as plt
@@ -358,7 +355,7 @@ def plot_mfam_history(history: list[dict], *, ncols: int = 8, title: str | None 
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06_train.ipynb #00f61789
+# %% ../nbs/06_train.ipynb #05778105
 def main(argv=None):
     "CLI: train a preset into --out, resuming from its checkpoint."
     import argparse

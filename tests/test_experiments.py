@@ -54,3 +54,27 @@ def test_failed_run_is_recorded_and_grid_goes_on(tmp_path):
     assert [r['name'] for r in s['finished']] == ['good']
     assert len(collect(tmp_path, 'f')) == 1
     assert list((tmp_path / 'f').glob('*/error.json'))
+
+def test_identical_runs_are_reused_across_experiments_and_finished_grids_train_nothing(tmp_path):
+    c = preset('smoke')
+    c = c.replace(train=c.train.replace(steps=16), srd=c.srd.replace(base_steps=8, cycle=4, n_real=64, n_generated=64))
+    ev = EvalConfig(n_samples=4, n_real=4, sample_steps=2, metric='none', heldout=16)
+    a = [c.replace(name='baseline'), c.replace(name='combined', srd=c.srd.replace(mechanism='combined'))]
+    first = run_grid('a', a, root=tmp_path, ev=ev, progress=False)
+    assert len(first['finished']) == 3   # one base + two runs
+    # the same trainings under other names in another experiment, plus one new variant sharing the base
+    b = [c.replace(name='plain'), c.replace(name='srd', srd=c.srd.replace(mechanism='combined')),
+         c.replace(name='fwd', srd=c.srd.replace(mechanism='forward'))]
+    second = run_grid('b', b, root=tmp_path, ev=ev, progress=False)
+    assert sorted(r['name'] for r in second['reused'] if r['kind'] == 'run') == ['plain', 'srd']
+    assert [r['name'] for r in second['finished']] == ['fwd']          # the base was reused, not retrained
+    assert not list((tmp_path / 'b').glob('base-*'))
+    recs = {r['name']: r for r in collect(tmp_path, 'b')}
+    olds = {r['name']: r for r in collect(tmp_path, 'a')}
+    assert recs['plain']['heldout_loss'] == olds['baseline']['heldout_loss'] and recs['plain']['reused_from'].startswith('a/')
+    assert recs['srd']['heldout_loss'] == olds['combined']['heldout_loss']
+    assert 'reused_from' not in recs['fwd'] and recs['fwd']['heldout_loss'] != recs['plain']['heldout_loss']
+    # a grid whose runs are all finished trains nothing, not even its base (records travel without checkpoints)
+    for ck in tmp_path.glob('*/*/train/checkpoints/last.pt'): ck.unlink()
+    again = run_grid('a', a, root=tmp_path, ev=ev, progress=False)
+    assert not again['finished'] and len(again['skipped']) == 2

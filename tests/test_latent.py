@@ -98,3 +98,12 @@ def test_latents_are_the_trainers_batches(tmp_path, images, ae):
     assert torch.equal(tr.batch(5), encode_images(ae, images[idx]))
     z = tr.batch(0)
     assert decode_latents(ae, z).shape == (len(z), 1, 16, 16)
+
+
+def test_autoencoder_from_the_experiment_config(tmp_path, images, ae):
+    "cfg.autoencoder selects latent diffusion (what the grid runner uses); a conflicting ae_cfg is refused."
+    cfg = _small().replace(autoencoder=ae.cfg)
+    tr = LatentSRDTrainer(cfg, tmp_path / 'c', autoencoder=ae, images=images, device='cpu')
+    assert tr.ae_cfg == ae.cfg and tr.model.in_channels == ae.cfg.latent_channels
+    with pytest.raises(ValueError, match='differs from cfg.autoencoder'):
+        LatentSRDTrainer(cfg, tmp_path / 'd', ae_cfg=ae.cfg.replace(width=8), images=images, device='cpu')
