@@ -9,6 +9,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= cpu
+# Run records. Ours are committed under reports/runs, so `make reproduce` there only rebuilds the tables from them;
+# RUNS=<empty dir> retrains everything from scratch (e.g. make reproduce RUNS=/tmp/sdr-runs).
+RUNS ?= reports/runs
 export PYTHONHASHSEED := 0
 # OpenMP threads sleep instead of spinning while they wait: with the default (spinning) a 2-thread torch run slows
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
@@ -41,20 +44,20 @@ EXPERIMENTS := e01_ablation e02_lambda_forward e03_lambda_reverse e04_cycle e05_
 PAPERMILL = $(VENV)/bin/papermill --cwd . --log-output --no-progress-bar
 
 reproduce: setup
-	mkdir -p reports/runs
+	mkdir -p $(RUNS)
 	$(PAPERMILL) nbs/experiments/e01_ablation.ipynb reports/e01_ablation.ipynb -p preset_name $(PRESET) \
-		-p root reports/runs -p reports_dir reports $(GRID_ARGS)
-	@echo "results: reports/ablation.md (.csv, .png); run records in reports/runs/e01_ablation/"
+		-p root $(RUNS) -p reports_dir reports $(GRID_ARGS)
+	@echo "results: reports/ablation.md (.csv, .png); run records in $(RUNS)/e01_ablation/"
 
 reproduce-ablation: reproduce
 
 # Every table (e01-e08); finished runs are skipped, identical runs shared between tables are reused.
 reproduce-all: setup
-	mkdir -p reports/runs
+	mkdir -p $(RUNS)
 	for e in $(EXPERIMENTS); do \
 		$(PAPERMILL) nbs/experiments/$$e.ipynb reports/$$e.ipynb -p preset_name $(PRESET) \
-			-p root reports/runs -p reports_dir reports $(GRID_ARGS) || exit 1; done
-	@echo "results: reports/*.md (.csv, .png), indexed in reports/README.md; run records in reports/runs/"
+			-p root $(RUNS) -p reports_dir reports $(GRID_ARGS) || exit 1; done
+	@echo "results: reports/*.md (.csv, .png), indexed in reports/README.md; run records in $(RUNS)/"
 
 # The plain baseline DDPM alone (e00): samples, loss curve, held-out loss.
 reproduce-baseline: setup

@@ -21,8 +21,8 @@ from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
 __all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer', 'train_base', 'prepare_reference',
            'run_experiment', 'is_finished', 'hardware', 'find_finished_elsewhere', 'copy_run_record', 'run_grid',
            'run_job', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'write_table',
-           'with_overrides', 'scaled_preset', 'variant_configs', 'report_experiment', 'register_report',
-           'reports_index_markdown']
+           'with_overrides', 'scaled_preset', 'variant_configs', 'report_experiment', 'cost_table_markdown',
+           'register_report', 'reports_index_markdown']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -39,7 +39,7 @@ class EvalConfig(ConfigBase):
         check_int('sample_steps', self.sample_steps, 1); check_choice('metric', self.metric, ('auto', 'none'))
         check_int('heldout', self.heldout, 1)
 
-# %% ../nbs/09_experiments.ipynb #2c7c7518
+# %% ../nbs/09_experiments.ipynb #6a2a0469
 def base_dir_for(root: str | os.PathLike, experiment: str, cfg: ExperimentConfig) -> Path:
     return Path(root) / experiment / f'base-{base_config_hash(cfg)}'
 
@@ -105,6 +105,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
     t2 = time.time()
     m.update(_score(samples, cfg, ev))
     m['score_seconds'] = round(time.time() - t2, 2)
+    done = Path(base_checkpoint).parent.parent.parent / 'done.json' if base_checkpoint else None
+    if done is not None and done.exists(): m['base_train_seconds'] = round(load_json(done)['train_seconds'], 2)
     m['wall_seconds'] = round(time.time() - t0, 2)
     save_json(m, run_dir / 'metrics.json')
     return m
@@ -350,7 +352,7 @@ def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str =
     fig.tight_layout(); fig.savefig(out_stem.with_suffix('.png'), dpi=120); plt.close(fig)
     return out_stem.with_suffix('.md')
 
-# %% ../nbs/09_experiments.ipynb #8caecaae
+# %% ../nbs/09_experiments.ipynb #f3b80085
 def with_overrides(cfg: ConfigBase, overrides: dict) -> ConfigBase:
     "`cfg` with fields replaced; a dict value for a config-valued field replaces inside it (recursively)."
     kw = {}
@@ -390,6 +392,9 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     rows = summarize(records, metric=key, baseline=baseline, order=order,
                      paper=paper if key == 'fid' else None, paper_change=paper_change if key == 'fid' else None)
     md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip())
+    hw = (load_json(Path(root) / experiment / 'summary.json').get('hardware') if (Path(root) / experiment / 'summary.json').exists() else None) or {}
+    md.write_text(md.read_text() + f"\n### Cost per run (mean over seeds; {hw.get('device', '?')}, {hw.get('cores', '?')} cores shared by "
+                  f"the grid's workers)\n\n" + cost_table_markdown(records, order))
     summ = Path(root) / experiment / 'summary.json'
     summ = load_json(summ) if summ.exists() else {}
     own = [r for r in records if not r.get('reused_from')]
@@ -398,6 +403,22 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
                     wall_seconds=summ.get('wall_seconds'), compute_seconds=round(sum(r.get('wall_seconds', 0) for r in own)),
                     scores=scores, hardware=summ.get('hardware'))
     return rows, md
+
+def cost_table_markdown(records: list[dict], order: list) -> str:
+    "Mean seconds per run and variant: refinement training, SRD's own parts, sampling, scoring (the paper reports no cost)."
+    L = ['| variant | refinement training s | highlighter s | mFAM sampling s | Grad-CAM s | final sampling s | scoring s | run wall s |',
+         '|---|---|---|---|---|---|---|---|']
+    for v in order:
+        rs = [r for r in records if r['name'] == v and not r.get('reused_from')] or [r for r in records if r['name'] == v]
+        if not rs: continue
+        mean = lambda f: float(np.mean([f(r) for r in rs]))
+        srd = lambda r, k: (r.get('srd_seconds') or {}).get(k, 0.0)
+        refine = mean(lambda r: r['train_seconds'] - r.get('base_train_seconds', 0.0) - sum((r.get('srd_seconds') or {}).values()))
+        L.append(f"| {v} | {refine:.0f}{'' if all('base_train_seconds' in r for r in rs) else ' (incl. base)'} | "
+                 f"{mean(lambda r: srd(r, 'highlighter')):.1f} | {mean(lambda r: srd(r, 'mfam_sampling')):.1f} | "
+                 f"{mean(lambda r: srd(r, 'gradcam')):.2f} | {mean(lambda r: r.get('sample_seconds', 0.0)):.0f} | "
+                 f"{mean(lambda r: r.get('score_seconds', 0.0)):.0f} | {mean(lambda r: r.get('wall_seconds', 0.0)):.0f} |")
+    return '\n'.join(L) + '\n'
 
 def register_report(reports_dir, experiment: str, **entry) -> Path:
     "Add or replace `experiment` in `reports_dir/index.json` and rewrite `reports_dir/README.md` from it."
