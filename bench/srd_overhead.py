@@ -1,10 +1,13 @@
-"""SRD's cost: refinement (mFAM refresh every `cycle` steps) vs plain training for the same steps, split into
-highlighter training, mFAM sampling, Grad-CAM and the training steps themselves. The paper does not quantify this.
+"""SRD's cost: refinement (mFAM refresh every `cycle` steps) vs plain training for the same steps, per mechanism,
+split into highlighter training, mFAM sampling, Grad-CAM and the training steps themselves. The paper does not
+quantify this.
 
     python bench/srd_overhead.py [--preset cpu] [--steps 300] [--cycle 100] [--threads 2]
+                                 [--mechanisms forward reverse combined]
 
-Both runs start from the same untrained model (base_steps=0: the cost of a refresh does not depend on how well
-the model is trained). Prints the measured split and the projection to the preset's full refinement phase.
+All runs start from the same untrained model (base_steps=0: the cost of a refresh does not depend on how well
+the model is trained) and run the same steps. Prints the per-mechanism wall time, the split, and the projection
+to the preset's full refinement phase.
 """
 import argparse, tempfile, time
 import torch
@@ -22,6 +25,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--preset', default='cpu'); ap.add_argument('--steps', type=int, default=300)
     ap.add_argument('--cycle', type=int, default=100); ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--mechanisms', nargs='+', default=['forward', 'reverse', 'combined'],
+                    choices=['forward', 'reverse', 'combined'])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     base = preset(a.preset)
@@ -29,27 +34,29 @@ def main():
                        srd=base.srd.replace(base_steps=0, cycle=a.cycle))
     d = tempfile.mkdtemp()
     plain, wall_plain = run(cfg, f'{d}/plain')
-    srd, wall_srd = run(cfg.replace(srd=cfg.srd.replace(mechanism='combined')), f'{d}/srd')
-    s = srd.srd_seconds
-    n_refresh = len(srd.mfam_history)
-    train_only = wall_srd - sum(s.values())
-    print(f'preset={a.preset} steps={a.steps} cycle={a.cycle} threads={a.threads} refreshes={n_refresh} '
+    print(f'preset={a.preset} steps={a.steps} cycle={a.cycle} threads={a.threads} torch={torch.__version__} '
           f'(mfam_batch={cfg.srd.mfam_batch}, DDIM {cfg.srd.mfam_sample_steps} steps; highlighter on '
           f'{cfg.srd.n_real}+{cfg.srd.n_generated} images, DDIM {cfg.srd.highlighter_sample_steps} steps)\n')
-    print(f"{'part':28s} {'seconds':>8s} {'% of plain':>10s}")
-    rows = [('plain training (all steps)', wall_plain), ('SRD run, total', wall_srd),
-            ('  training steps', train_only), ('  highlighter (once)', s['highlighter']),
-            ('  mFAM sampling', s['mfam_sampling']), ('  Grad-CAM', s['gradcam'])]
-    for name, v in rows: print(f'{name:28s} {v:8.1f} {100 * v / wall_plain:9.1f}%')
-    per_step = wall_plain / a.steps
-    per_refresh = (s['mfam_sampling'] + s['gradcam']) / max(n_refresh, 1)
+    print(f"{'mechanism':10s} {'wall s':>8s} {'vs plain':>9s} {'steps s':>8s} {'highl. s':>9s} {'mFAM smp s':>10s} "
+          f"{'Grad-CAM s':>10s} {'refreshes':>9s} {'refresh-only ovh':>16s} {'projected ovh':>13s}")
+    print(f"{'none':10s} {wall_plain:8.1f} {'':>9s} {wall_plain:8.1f}")
     refine = base.train.steps - base.srd.base_steps
     n_full = -(-refine // base.srd.cycle)
-    proj = (s['highlighter'] + n_full * per_refresh) / (refine * per_step)
-    print(f'\nper refresh {per_refresh:.2f} s; per training step {per_step:.3f} s')
-    print(f'refresh-only overhead at cycle={a.cycle}: {100 * per_refresh / (a.cycle * per_step):.1f} %')
-    print(f'projected overhead of the {a.preset} preset refinement phase ({refine} steps, {n_full} refreshes, '
-          f'highlighter once): {100 * proj:.1f} % of its plain training time')
+    per_step = wall_plain / a.steps
+    for mech in a.mechanisms:
+        srd, wall = run(cfg.replace(srd=cfg.srd.replace(mechanism=mech)), f'{d}/{mech}')
+        s = srd.srd_seconds
+        n_refresh = len(srd.mfam_history)
+        steps_only = wall - sum(s.values())
+        per_refresh = (s['mfam_sampling'] + s['gradcam']) / max(n_refresh, 1)
+        refresh_ovh = per_refresh / (a.cycle * per_step)
+        # the preset's refinement phase: its steps (at this run's per-step cost, mechanism included), refreshes, one highlighter
+        proj = (s['highlighter'] + n_full * per_refresh + refine * (steps_only / a.steps - per_step)) / (refine * per_step)
+        print(f"{mech:10s} {wall:8.1f} {100 * (wall / wall_plain - 1):+8.1f}% {steps_only:8.1f} {s['highlighter']:9.1f} "
+              f"{s['mfam_sampling']:10.2f} {s['gradcam']:10.3f} {n_refresh:9d} {100 * refresh_ovh:15.1f}% {100 * proj:12.1f}%")
+    print(f'\nper plain training step {per_step:.3f} s. "refresh-only ovh": mFAM sampling + Grad-CAM per refresh over '
+          f'{a.cycle} plain steps. "projected ovh": the {a.preset} preset refinement phase ({refine} steps, {n_full} '
+          f'refreshes at cycle {base.srd.cycle}, highlighter once) over its plain training time.')
 
 
 if __name__ == '__main__':

@@ -312,7 +312,7 @@ def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = '
         rows.append(row)
     return rows
 
-# %% ../nbs/09_experiments.ipynb #603ccdaf
+# %% ../nbs/09_experiments.ipynb #8725309f
 def _fmt(x, nd=3):
     return '—' if x is None or (isinstance(x, float) and not np.isfinite(x)) else f'{x:.{nd}f}'
 
@@ -328,7 +328,7 @@ def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', no
                    f"{_fmt(r.get('paper_change_pct'), 1)} % | {r.get('verdict', '—')} |")
     out += ['', 'Change: per seed, (variant − baseline of the same seed) / baseline, then mean and 95 % t-CI over seeds. '
             'Verdict: *reproduced* if that CI lies below 0, *not reproduced* if it lies at or above 0, *inconclusive* '
-            'otherwise (or with < 2 seeds).']
+            'otherwise (or with < 2 seeds). The verdict is about the *sign* of the change only: compare its size with the paper\'s change.']
     if notes: out += ['', notes]
     return '\n'.join(out) + '\n'
 
@@ -352,7 +352,7 @@ def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str =
     fig.tight_layout(); fig.savefig(out_stem.with_suffix('.png'), dpi=120); plt.close(fig)
     return out_stem.with_suffix('.md')
 
-# %% ../nbs/09_experiments.ipynb #f3b80085
+# %% ../nbs/09_experiments.ipynb #01735641
 def with_overrides(cfg: ConfigBase, overrides: dict) -> ConfigBase:
     "`cfg` with fields replaced; a dict value for a config-valued field replaces inside it (recursively)."
     kw = {}
@@ -400,7 +400,7 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     own = [r for r in records if not r.get('reused_from')]
     register_report(Path(out_stem).parent, experiment, table=md.name, title=title, preset=preset,
                     seeds=sorted({r['seed'] for r in records}), runs=len(records), reused=len(records) - len(own),
-                    wall_seconds=summ.get('wall_seconds'), compute_seconds=round(sum(r.get('wall_seconds', 0) for r in own)),
+                    wall_seconds=sum(h['wall_seconds'] for h in summ.get('history', [])) or summ.get('wall_seconds'), compute_seconds=round(sum(r.get('wall_seconds', 0) for r in own)),
                     scores=scores, hardware=summ.get('hardware'))
     return rows, md
 
@@ -436,8 +436,8 @@ def _hms(s) -> str:
 def reports_index_markdown(idx: dict, reports_dir) -> str:
     "The reports index: one row per experiment table, then the other reports found in the folder."
     L = ['# Reports', '', 'Written by the experiment notebooks from run records (`make reproduce` for e01, `make reproduce-all` '
-         'for every table); do not edit by hand. *Grid wall time* is the last invocation of the grid (finished runs are skipped '
-         'on rerun); *compute* sums the wall time of the runs this table trained itself (reused runs were trained for another table).', '',
+         'for every table); do not edit by hand. *Grid wall time* sums every invocation of the grid (a rerun skips finished runs '
+         'in seconds); *compute* sums the wall time of the runs this table trained itself (reused runs were trained for another table).', '',
          '| experiment | table | preset | seeds | runs (reused) | grid wall time | compute | scores | hardware |', '|---|---|---|---|---|---|---|---|---|']
     for e in sorted(idx):
         d = idx[e]; hw = d.get('hardware') or {}
