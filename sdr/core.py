@@ -14,10 +14,10 @@ import torch
 
 # %% auto #0
 __all__ = ['DATASETS', 'MECHANISMS', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
-           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'ConfigBase', 'added_field',
-           'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
-           'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ExperimentConfig', 'preset', 'save_json',
-           'load_json']
+           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'seeded_build',
+           'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig',
+           'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ExperimentConfig', 'preset',
+           'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -96,7 +96,7 @@ def check_choice(name: str, value, choices: Iterable):
     if value not in choices: raise ValueError(f'{name}={value!r} is not allowed: choose one of {choices}')
     return value
 
-# %% ../nbs/00_core.ipynb #7056af62
+# %% ../nbs/00_core.ipynb #be45487c
 def seed_everything(seed: int) -> None:
     "Seed Python, NumPy and torch's global RNGs (for code that offers no generator argument)."
     check_int('seed', seed, 0, 2**63 - 1)
@@ -112,6 +112,14 @@ def make_generator(seed: int, device: torch.device | str = 'cpu') -> torch.Gener
     check_int('seed', seed, 0, 2**63 - 1)
     g = torch.Generator(device=torch.device(device)); g.manual_seed(seed)
     return g
+
+def seeded_build(factory, *, generator: torch.Generator | None = None):
+    "`factory()` with its random initialisation drawn from `generator` (default: seed 0); the global RNG is left as it was."
+    generator = generator if generator is not None else make_generator(0)
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
 
 # %% ../nbs/00_core.ipynb #0f32f4b7
 class ConfigBase:

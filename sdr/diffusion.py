@@ -172,7 +172,7 @@ def training_losses(self, model: Callable, x0: torch.Tensor, t: torch.Tensor, *,
 GaussianDiffusion.vlb_terms = vlb_terms
 GaussianDiffusion.training_losses = training_losses
 
-# %% ../nbs/03_diffusion.ipynb #6849c895
+# %% ../nbs/03_diffusion.ipynb #f25d9d17
 def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     "Evenly spaced timesteps (descending order is applied by the sampler), always including 0."
     check_int('steps', steps, 1, num_timesteps)
@@ -211,14 +211,14 @@ def ddim_sample(self, model, shape: tuple, *, steps: int = 50, eta: float = 0.0,
     return x
 
 def sample(self, model, shape: tuple, *, sampler: str = 'ddim', steps: int = 50, eta: float = 0.0,
-           generator: torch.Generator, device='cpu', progress: bool = False) -> torch.Tensor:
-    "Dispatch to `ddim_sample` or `ddpm_sample`. The model is put in eval mode and restored afterwards."
+           generator: torch.Generator, device='cpu', clip: bool = True, progress: bool = False) -> torch.Tensor:
+    "Dispatch to `ddim_sample` or `ddpm_sample` (`clip=False` for latents). The model is put in eval mode and restored afterwards."
     check_choice('sampler', sampler, ('ddim', 'ddpm'))
     was_training = model.training if isinstance(model, nn.Module) else False
     if isinstance(model, nn.Module): model.eval()
     try:
-        if sampler == 'ddpm': return self.ddpm_sample(model, shape, generator=generator, device=device, progress=progress)
-        return self.ddim_sample(model, shape, steps=steps, eta=eta, generator=generator, device=device, progress=progress)
+        if sampler == 'ddpm': return self.ddpm_sample(model, shape, generator=generator, device=device, clip=clip, progress=progress)
+        return self.ddim_sample(model, shape, steps=steps, eta=eta, generator=generator, device=device, clip=clip, progress=progress)
     finally:
         if isinstance(model, nn.Module): model.train(was_training)
 

@@ -22,7 +22,8 @@ from .srd import add_map_projections, modulate_attention, noise_amplify
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint', 'TrainingInterrupted', 'GracefulStop', 'Trainer', 'smooth', 'plot_loss',
-           'base_config', 'base_config_hash', 'SRDTrainer', 'plot_mfam_history', 'main']
+           'base_config', 'base_config_hash', 'highlighter_config_hash', 'file_lock', 'SRDTrainer', 'plot_mfam_history',
+           'main']
 
 # %% ../nbs/06_train.ipynb #5d0583ca
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
@@ -55,7 +56,7 @@ class GracefulStop:
         self._old = {}
         return False
 
-# %% ../nbs/06_train.ipynb #41dfee26
+# %% ../nbs/06_train.ipynb #d6274d55
 class Trainer:
     "Diffusion training with EMA, checkpoints and exact resume. Subclasses hook `make_noise` and `step_context`."
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, *, device=None, images: torch.Tensor | None = None,
@@ -65,7 +66,7 @@ class Trainer:
         self.images = load_dataset(cfg.data, 'train')[0] if images is None else images  # uint8 (N, C, H, W)
         self._check_images(self.images)
         seed_everything(cfg.seed)
-        self.model = build_unet(cfg, device=self.device)
+        self.model = self.build_model()
         self.diffusion = GaussianDiffusion.from_config(cfg.diffusion)
         self.ema = EMA(self.model, cfg.train.ema_decay)
         tc = cfg.train
@@ -82,7 +83,11 @@ class Trainer:
         if len(x) < self.cfg.train.batch_size:
             raise ValueError(f'batch_size={self.cfg.train.batch_size} is larger than the dataset ({len(x)} images)')
 
-    # -- hooks for SRD ------------------------------------------------------------------------
+    # -- hooks for subclasses (SRD, latent, conditional) ---------------------------------------
+    def build_model(self) -> nn.Module:
+        "The denoiser, built once in `__init__` right after the global seed is set. Subclasses build other networks."
+        return build_unet(self.cfg, device=self.device)
+
     def make_noise(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor):
         "(noise put into x_t, regression target). Baseline: both are ε."
         return eps, eps
@@ -218,14 +223,31 @@ def plot_loss(log: list[dict], *, ax=None, key: str = 'loss', title: str | None 
     if title: ax.set_title(title)
     return ax
 
-# %% ../nbs/06_train.ipynb #1c313178
+# %% ../nbs/06_train.ipynb #96c4c627
 def base_config(cfg: ExperimentConfig) -> ExperimentConfig:
     "The part of a config that determines its base phase: every refinement-only SRD setting is reset to its default."
     return cfg.replace(name='base', srd=SRDConfig(base_steps=cfg.srd.base_steps, highlighter=cfg.srd.highlighter))
 
 def base_config_hash(cfg: ExperimentConfig) -> str: return config_hash(base_config(cfg))
 
-# %% ../nbs/06_train.ipynb #ec5f439a
+def highlighter_config_hash(cfg: ExperimentConfig) -> str:
+    "What the phase-boundary highlighter depends on: the base phase plus the highlighter's data (not λ, cycle, mechanism)."
+    s = cfg.srd
+    return config_hash(base_config(cfg).replace(name='highlighter', srd=base_config(cfg).srd.replace(
+        n_real=s.n_real, n_generated=s.n_generated, highlighter_sample_steps=s.highlighter_sample_steps)))
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    "Exclusive lock on `path` across processes (POSIX `flock`; elsewhere no lock: concurrent runs then each do the work)."
+    try: import fcntl
+    except ImportError: yield; return
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'w') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/06_train.ipynb #75ba03ee
 class SRDTrainer(Trainer):
     "Two-phase SRD training (base, then refinement with a refreshed mFAM). `cfg.srd.mechanism='none'` is the baseline."
     def __init__(self, cfg: ExperimentConfig, out_dir, *, base_checkpoint=None, **kw):
@@ -258,7 +280,32 @@ class SRDTrainer(Trainer):
                for i in range(0, n, 256)]
         return torch.cat(out).clamp(-1, 1)
 
+    @property
+    def shared_highlighter_path(self) -> Path | None:
+        "Where the SRD variants of one base share their phase-boundary highlighter (next to the base checkpoint), else None."
+        if self.base_checkpoint is None or self.step != self.cfg.srd.base_steps: return None
+        return self.base_checkpoint.parent / f'highlighter-{highlighter_config_hash(self.cfg)}.pt'
+
     def train_highlighter(self):
+        "The highlighter at this step: shared by the variants of a base (fitted once, under a lock), else fitted here."
+        path = self.shared_highlighter_path
+        if path is None: return self.fit_highlighter()
+        with file_lock(path.with_name(path.name + '.lock')):
+            if path.exists(): return self._load_shared_highlighter(path)
+            self.fit_highlighter()
+            save_checkpoint({'highlighter': self.highlighter.state_dict(), 'report': self.highlighter_report}, path)
+
+    def _load_shared_highlighter(self, path: Path):
+        t0 = time.perf_counter()
+        sd = load_checkpoint(path)
+        with torch.random.fork_rng(devices=[]):
+            self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
+        self.highlighter.load_state_dict(sd['highlighter']); self.highlighter.eval()
+        self.highlighter_report = {**sd['report'], 'shared_from': str(path)}
+        self.srd_seconds['highlighter'] += time.perf_counter() - t0
+        save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
+
+    def fit_highlighter(self):
         "Fit the flaw highlighter on real images vs EMA samples of the current model."
         s, t0 = self.cfg.srd, time.perf_counter()
         with torch.random.fork_rng(devices=[]):
@@ -270,7 +317,7 @@ class SRDTrainer(Trainer):
             self.highlighter, self.highlighter_report = train_flaw_highlighter(
                 real, fake, cfg=s.highlighter, generator=make_generator(derive_seed(self.cfg.seed, 'highlighter_fit', self.step)),
                 device=self.device, progress=False)
-        self.highlighter_report = {'step': self.step, **self.highlighter_report}
+        self.highlighter_report = {'step': self.step, **self.highlighter_report, 'seconds': time.perf_counter() - t0}
         self.srd_seconds['highlighter'] += time.perf_counter() - t0
         save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
 
@@ -341,7 +388,7 @@ class SRDTrainer(Trainer):
         self.load_state_dict({**sd, 'config_hash': config_hash(self.cfg), 'extra': {}})
         return True
 
-# %% ../nbs/06_train.ipynb #be1a2158
+# %% ../nbs/06_train.ipynb #4c7c0cd8
 def plot_mfam_history(history: list[dict], *, ncols: int = 8, title: str | None = None):
     "The mFAM at each refresh, one panel per refresh (shared colour scale)."
     import matplotlib.pyplot as plt
@@ -355,7 +402,7 @@ def plot_mfam_history(history: list[dict], *, ncols: int = 8, title: str | None 
     fig.tight_layout()
     return fig
 
-# %% ../nbs/06_train.ipynb #05778105
+# %% ../nbs/06_train.ipynb #50ad5a1a
 def main(argv=None):
     "CLI: train a preset into --out, resuming from its checkpoint."
     import argparse
