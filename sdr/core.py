@@ -415,6 +415,9 @@ class ExperimentConfig(ConfigBase):
         if co is not None:
             if not isinstance(co, ConditionalConfig): raise ValueError(f'conditional must be a ConditionalConfig or None, got {type(co).__name__}')
             if ae is not None: raise ValueError('conditional and autoencoder are both set: conditional latent diffusion is not implemented; set one of them to None')
+            if co.mfam == 'per_class' and self.srd.mechanism != 'none' and self.srd.mfam_batch < co.num_classes:
+                raise ValueError(f"mfam='per_class' needs srd.mfam_batch >= num_classes={co.num_classes} (a sample per class "
+                                 f"at every refresh); got mfam_batch={self.srd.mfam_batch}")
         if self.srd.base_steps > self.train.steps:
             raise ValueError(f'base_steps={self.srd.base_steps} must be at most train.steps={self.train.steps}')
         h, d = self.srd.highlighter, self.data

@@ -339,9 +339,17 @@ class SRDTrainer(Trainer):
             samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, ('mfam', self.step))
             t1 = time.perf_counter()
             maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_layer)
-            self.mfam, self.mfam_step = mean_fam(maps).detach().to(self.device), self.step
+            self.mfam, self.mfam_step = self.reduce_maps(maps).detach().to(self.device), self.step
             self.srd_seconds['mfam_sampling'] += t1 - t0; self.srd_seconds['gradcam'] += time.perf_counter() - t1
         self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu()})
+
+    def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."
+        return mean_fam(maps)
+
+    def batch_map(self) -> torch.Tensor:
+        "The map applied to this step's batch, (1|B, 1, H, W): the mFAM (conditional `per_class`: each example's class map)."
+        return self.mfam
 
     # -- hooks ------------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -353,12 +361,12 @@ class SRDTrainer(Trainer):
 
     def make_noise(self, x0, t, eps):
         if self.refining and self.uses_forward:
-            return noise_amplify(eps, self.mfam, self.cfg.srd.lambda_f, variant=self.cfg.srd.forward_variant)
+            return noise_amplify(eps, self.batch_map(), self.cfg.srd.lambda_f, variant=self.cfg.srd.forward_variant)
         return eps, eps
 
     def step_context(self):
         if self.refining and self.uses_reverse:
-            return modulate_attention(self.model, self.mfam, self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
+            return modulate_attention(self.model, self.batch_map(), self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
         return contextlib.nullcontext()
 
     # -- state ------------------------------------------------------------------------------
