@@ -134,3 +134,10 @@ def test_inpaint_eval_same_masks_for_every_model(net):
 def test_bad_inpaint_config(kw, msg):
     with pytest.raises(ValueError, match=msg):
         InpaintConfig(**kw)
+
+
+def test_mean_fill_reference():
+    from sdr.inpainting import mean_fill
+    x = torch.tensor([[[[1.0, 3.0], [5.0, 0.0]]]]) / 5
+    m = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])
+    assert torch.allclose(mean_fill(x, m), torch.tensor([[[[1.0, 3.0], [5.0, 3.0]]]]) / 5)
