@@ -1,6 +1,6 @@
 # The README's commands. Each target sets up what it needs (virtualenv, install, data) on first use.
 #   make reproduce   the main job: the SRD ablation table (e01) on the embedded data (PRESET=cpu by default)
-#   make reproduce-all  every table (e01-e08)
+#   make reproduce-all  every table (e01-e10)
 #   make test        everything CI checks: export in sync, notebook tests, pytest
 #   make lab         JupyterLab on nbs/
 #   make bench       speed benchmarks (bench/*.py), printed as tables
@@ -41,7 +41,7 @@ data: $(VENV)/.installed
 GRID_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 -p cycle 50 \
 	-p n_samples 500 -p n_real 2500 -p sample_steps 50 -p metric auto
 EXPERIMENTS := e01_ablation e02_lambda_forward e03_lambda_reverse e04_cycle e05_ratio e06_models e07_fam_localization \
-	e08_forward_variants
+	e08_forward_variants e09_conditional e10_inpainting
 PAPERMILL = $(VENV)/bin/papermill --cwd . --log-output --no-progress-bar
 
 reproduce: setup
@@ -52,7 +52,7 @@ reproduce: setup
 
 reproduce-ablation: reproduce
 
-# Every table (e01-e08); finished runs are skipped, identical runs shared between tables are reused.
+# Every table (e01-e10); finished runs are skipped, identical runs shared between tables are reused.
 reproduce-all: setup
 	mkdir -p $(RUNS)
 	for e in $(EXPERIMENTS); do \

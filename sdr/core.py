@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
-           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'seeded_build',
-           'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig',
-           'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ExperimentConfig', 'preset',
-           'save_json', 'load_json']
+__all__ = ['DATASETS', 'MECHANISMS', 'MFAM_MODES', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device',
+           'check_range', 'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator',
+           'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig',
+           'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig',
+           'ExperimentConfig', 'preset', 'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -364,6 +364,28 @@ class AutoencoderConfig(ConfigBase):
     @property
     def latent_size(self) -> int: return self.image_size // self.factor
 
+MFAM_MODES = ('global', 'per_class')
+
+@_register
+@dataclass(frozen=True)
+class ConditionalConfig(ConfigBase):
+    "Class-conditional diffusion with classifier-free guidance (notebook 08a): labels, label dropout, guidance, mFAM mode."
+    num_classes: int = 10            # classes of the labels (Fashion-MNIST: 10)
+    cond_dim: int = 0                # 0: a learned label embedding; > 0: the model takes an external embedding of this
+                                     # size (e.g. a caption encoder's output for a prompt), see notebook 08a
+    p_uncond: float = 0.1            # label dropout: share of training examples shown the null label (for guidance)
+    guidance_scale: float = 2.0      # s in eps_u + s * (eps_c - eps_u): 0 unconditional, 1 conditional, > 1 guided
+    mfam: str = 'global'             # SRD's map: 'global' (one batch mean, the paper's) | 'per_class' (one per label)
+    def validate(self):
+        check_int('num_classes', self.num_classes, 2, 100_000)
+        check_int('cond_dim', self.cond_dim, 0, 65_536)
+        check_range('p_uncond', self.p_uncond, 0.0, 1.0, hi_incl=False)
+        check_range('guidance_scale', self.guidance_scale, 0.0, 100.0)
+        check_choice('mfam', self.mfam, MFAM_MODES)
+        if self.p_uncond == 0 and self.guidance_scale != 1:
+            raise ValueError(f'guidance_scale={self.guidance_scale} needs an unconditional model, but p_uncond=0 never '
+                             'trains one: use p_uncond in (0, 1) or guidance_scale=1')
+
 # %% ../nbs/00_core.ipynb #9af2bf86
 @_register
 @dataclass(frozen=True)
@@ -378,6 +400,7 @@ class ExperimentConfig(ConfigBase):
     sample: SampleConfig = field(default_factory=SampleConfig)
     srd: SRDConfig = field(default_factory=SRDConfig)
     autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
+    conditional: ConditionalConfig | None = added_field(None, since='0.3')   # set: class-conditional (08a_conditional)
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
         ae = self.autoencoder
@@ -388,6 +411,13 @@ class ExperimentConfig(ConfigBase):
                                  f'{(self.data.channels, self.data.image_size)}')
             if self.srd.mechanism not in ('none', 'reverse'):
                 raise ValueError(f"srd.mechanism={self.srd.mechanism!r}: latent diffusion uses the reverse mechanism only; allowed ('none', 'reverse')")
+        co = self.conditional
+        if co is not None:
+            if not isinstance(co, ConditionalConfig): raise ValueError(f'conditional must be a ConditionalConfig or None, got {type(co).__name__}')
+            if ae is not None: raise ValueError('conditional and autoencoder are both set: conditional latent diffusion is not implemented; set one of them to None')
+            if co.mfam == 'per_class' and self.srd.mechanism != 'none' and self.srd.mfam_batch < co.num_classes:
+                raise ValueError(f"mfam='per_class' needs srd.mfam_batch >= num_classes={co.num_classes} (a sample per class "
+                                 f"at every refresh); got mfam_batch={self.srd.mfam_batch}")
         if self.srd.base_steps > self.train.steps:
             raise ValueError(f'base_steps={self.srd.base_steps} must be at most train.steps={self.train.steps}')
         h, d = self.srd.highlighter, self.data

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import (ConfigBase, ExperimentConfig, _register, check_int, check_choice, check_range, config_hash,
+from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_int, check_choice, check_range, config_hash,
                       derive_seed, load_json, save_json)
 from .data import load_dataset, save_image_grid
 from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
@@ -20,9 +20,9 @@ from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer', 'train_base', 'prepare_reference',
            'run_experiment', 'is_finished', 'hardware', 'find_finished_elsewhere', 'copy_run_record', 'run_grid',
-           'run_job', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'write_table',
-           'with_overrides', 'scaled_preset', 'variant_configs', 'report_experiment', 'cost_table_markdown',
-           'register_report', 'reports_index_markdown']
+           'run_job', 'find_trained_checkpoint', 'trained_model', 't_quantile_975', 'mean_ci', 'collect', 'summarize',
+           'table_markdown', 'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'report_experiment',
+           'cost_table_markdown', 'register_report', 'reports_index_markdown']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -34,10 +34,13 @@ class EvalConfig(ConfigBase):
     sample_steps: int = 50           # DDIM steps
     metric: str = 'auto'             # 'auto' (FID+KID if the Inception weights exist, else FD-domain) | 'none'
     heldout: int = 2000              # test images for the held-out loss
+    n_per_class: int = added_field(50, since='0.3')        # conditional runs: samples per class (per-class KID, accuracy)
+    n_real_per_class: int = added_field(250, since='0.3')  # conditional runs: real test images per class (per-class KID)
     def validate(self):
         check_int('n_samples', self.n_samples, 2); check_int('n_real', self.n_real, 2)
         check_int('sample_steps', self.sample_steps, 1); check_choice('metric', self.metric, ('auto', 'none'))
         check_int('heldout', self.heldout, 1)
+        check_int('n_per_class', self.n_per_class, 2); check_int('n_real_per_class', self.n_real_per_class, 2)
 
 # %% ../nbs/09_experiments.ipynb #6a2a0469
 def base_dir_for(root: str | os.PathLike, experiment: str, cfg: ExperimentConfig) -> Path:
@@ -47,7 +50,11 @@ def run_dir_for(root: str | os.PathLike, experiment: str, cfg: ExperimentConfig)
     return Path(root) / experiment / config_hash(cfg)
 
 def make_trainer(cfg: ExperimentConfig, out_dir, *, base_checkpoint=None, device=None, progress: bool = False):
-    "The trainer `cfg` asks for: `LatentSRDTrainer` when `cfg.autoencoder` is set (reusing the base phase's autoencoder), else `SRDTrainer`."
+    """The trainer `cfg` asks for: `ConditionalTrainer` when `cfg.conditional` is set, `LatentSRDTrainer` when `cfg.autoencoder`
+    is set (reusing the base phase's autoencoder), else `SRDTrainer`."""
+    if cfg.conditional is not None:
+        from sdr.conditional import ConditionalTrainer
+        return ConditionalTrainer(cfg, out_dir, device=device, progress=progress, base_checkpoint=base_checkpoint)
     if cfg.autoencoder is None:
         return SRDTrainer(cfg, out_dir, device=device, progress=progress, base_checkpoint=base_checkpoint)
     from sdr.latent import LatentSRDTrainer, load_autoencoder
@@ -90,7 +97,10 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
     tr = make_trainer(cfg, run_dir / 'train', base_checkpoint=base_checkpoint, device=device, progress=progress)
     tr.fit()
     t1 = time.time()
-    samples = tr.sample(ev.n_samples, seed=0, steps=ev.sample_steps)
+    co = cfg.conditional   # conditional: class-balanced guided samples, enough for n_per_class of every class
+    n_draw = ev.n_samples if co is None else max(ev.n_samples, co.num_classes * ev.n_per_class)
+    all_samples = tr.sample(n_draw, seed=0, steps=ev.sample_steps)
+    samples = all_samples[:ev.n_samples]
     sample_seconds = time.time() - t1
     save_image_grid(samples[:64], run_dir / 'samples.png', nrow=8, scale=3)
     if tr.mfam_history:
@@ -104,6 +114,12 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
          'highlighter_accuracy': (tr.highlighter_report or {}).get('accuracy')}
     t2 = time.time()
     m.update(_score(samples, cfg, ev))
+    if co is not None:
+        from sdr.conditional import class_balanced_labels, conditional_metrics
+        m.update({'conditional': True, 'guidance_scale': co.guidance_scale, 'mfam': co.mfam,
+                  **conditional_metrics(all_samples, class_balanced_labels(n_draw, co.num_classes), data_cfg=cfg.data,
+                                        num_classes=co.num_classes, n_per_class=ev.n_per_class,
+                                        n_real_per_class=ev.n_real_per_class, metric=ev.metric)})
     m['score_seconds'] = round(time.time() - t2, 2)
     done = Path(base_checkpoint).parent.parent.parent / 'done.json' if base_checkpoint else None
     if done is not None and done.exists(): m['base_train_seconds'] = round(load_json(done)['train_seconds'], 2)
@@ -141,8 +157,9 @@ def is_finished(out: Path, kind: str, ev: EvalConfig) -> bool:
     done = Path(out) / ('done.json' if kind == 'base' else 'metrics.json')
     if not done.exists(): return False
     if kind == 'base': return (Path(out) / 'train' / 'checkpoints' / 'last.pt').exists()  # records travel without checkpoints
-    if ev.metric == 'none': return True
     m = load_json(done)   # a score under other evaluation settings is redone (training is not)
+    if m.get('conditional') and (m.get('n_per_class'), m.get('n_real_per_class')) != (ev.n_per_class, ev.n_real_per_class): return False
+    if ev.metric == 'none': return True
     return 'extractor' in m and m.get('n_real') == ev.n_real and m.get('n_samples') == ev.n_samples
 
 def hardware() -> dict:
@@ -260,6 +277,39 @@ def run_job(kind: str, config_json: str, out_dir: str, eval_json: str, base_chec
 
 if __name__ == '__main__' and '__file__' in globals(): _job_main()
 
+# %% ../nbs/09_experiments.ipynb #1ed48f50
+def find_trained_checkpoint(root, cfg: ExperimentConfig) -> tuple[Path, ExperimentConfig] | None:
+    "The final checkpoint of a training identical to `cfg` (up to its name) under `root`, and the config that wrote it."
+    for p in sorted(Path(root).glob('*/*/train/checkpoints/last.pt')):
+        d = p.parent.parent.parent
+        if d.name.startswith('base-') or not (d / 'config.json').exists(): continue
+        try: other = ExperimentConfig.from_dict(load_json(d / 'config.json')['config'])
+        except Exception: continue
+        if not _same_training(other, cfg): continue
+        try: step = torch.load(p, map_location='cpu', weights_only=False)['step']
+        except Exception: continue   # being written, or damaged
+        if step == cfg.train.steps: return p, other
+    return None
+
+def trained_model(cfg: ExperimentConfig, root, experiment: str, *, device=None, progress: bool = False):
+    "A trainer holding `cfg`'s fully trained weights: an identical finished training under `root` is loaded, else trained here."
+    root = Path(root)
+    hit = find_trained_checkpoint(root, cfg)
+    if hit is None:
+        run_dir = run_dir_for(root, experiment, cfg)
+        base_ck = None
+        if cfg.srd.base_steps > 0:   # like the grid: every variant starts from the shared base phase
+            same = find_finished_elsewhere(root, experiment, 'base', cfg, EvalConfig(metric='none'))
+            base_dir = same or base_dir_for(root, experiment, cfg)
+            base_ck = train_base(cfg, base_dir, device=device, progress=progress) if same is None else base_dir / 'train' / 'checkpoints' / 'last.pt'
+        save_json({'config': cfg.to_dict(), 'eval': None}, run_dir / 'config.json')
+        make_trainer(cfg, run_dir / 'train', base_checkpoint=base_ck, device=device, progress=progress).fit()
+        hit = find_trained_checkpoint(root, cfg)
+    path, written_by = hit
+    tr = make_trainer(written_by, path.parent.parent, device=device, progress=progress)
+    if not tr.resume(): raise FileNotFoundError(f'{path} vanished')
+    return tr
+
 # %% ../nbs/09_experiments.ipynb #62d65809
 def t_quantile_975(df: int) -> float:
     "Two-sided 95 % Student-t critical value (table for small df, normal beyond)."
@@ -285,10 +335,12 @@ def collect(root, experiment: str) -> list[dict]:
     return [load_json(p) for p in sorted((Path(root) / experiment).glob('*/metrics.json'))]
 
 def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = 'fid', baseline: str | dict = 'baseline',
-              paper: dict | None = None, paper_change: dict | None = None, order: list | None = None) -> list[dict]:
+              paper: dict | None = None, paper_change: dict | None = None, order: list | None = None,
+              higher_is_better: bool = False) -> list[dict]:
     """Rows: variant, mean ± CI over seeds, n, paper, change vs the same seed's baseline with its CI, verdict.
     `baseline` is one variant name, or a dict variant -> its own baseline (e.g. each model family's plain run);
-    `paper_change` gives the paper's relative change in % where it reports no absolute number."""
+    `paper_change` gives the paper's relative change in % where it reports no absolute number;
+    `higher_is_better` (e.g. class accuracy) makes an increase the reproduced direction."""
     paper, paper_change = paper or {}, paper_change or {}
     by = {}
     for r in records:
@@ -307,8 +359,9 @@ def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = '
             row.update(change_pct=dm, change_ci_lo=dlo, change_ci_hi=dhi)
             pb = paper.get(b)
             row['paper_change_pct'] = (100 * (paper[v] - pb) / pb if v in paper and pb else paper_change.get(v))
+            better, worse_or_same = (dlo > 0, dhi <= 0) if higher_is_better else (dhi < 0, dlo >= 0)
             row['verdict'] = ('inconclusive' if dn < 2 or not np.isfinite(dlo) else
-                              'reproduced' if dhi < 0 else 'not reproduced' if dlo >= 0 else 'inconclusive')
+                              'reproduced' if better else 'not reproduced' if worse_or_same else 'inconclusive')
         rows.append(row)
     return rows
 
@@ -316,7 +369,7 @@ def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = '
 def _fmt(x, nd=3):
     return '—' if x is None or (isinstance(x, float) and not np.isfinite(x)) else f'{x:.{nd}f}'
 
-def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', notes: str = '') -> str:
+def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False) -> str:
     "A markdown table of `summarize` rows, with the verdict rule stated."
     out = [f'## {title}', ''] if title else []
     out += [f'| variant | {metric} (mean) | 95 % CI | seeds | paper | change vs its baseline | 95 % CI of change | paper change | verdict |',
@@ -327,17 +380,19 @@ def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', no
                    f"[{_fmt(r.get('change_ci_lo'), 1)}, {_fmt(r.get('change_ci_hi'), 1)}] % | "
                    f"{_fmt(r.get('paper_change_pct'), 1)} % | {r.get('verdict', '—')} |")
     out += ['', 'Change: per seed, (variant − baseline of the same seed) / baseline, then mean and 95 % t-CI over seeds. '
-            'Verdict: *reproduced* if that CI lies below 0, *not reproduced* if it lies at or above 0, *inconclusive* '
+            + ('Verdict (higher is better here): *reproduced* if that CI lies above 0, *not reproduced* if it lies at or below 0, *inconclusive* '
+               if higher_is_better else
+               'Verdict: *reproduced* if that CI lies below 0, *not reproduced* if it lies at or above 0, *inconclusive* ') +
             'otherwise (or with < 2 seeds). The verdict is about the *sign* of the change only: compare its size with the paper\'s change.']
     if notes: out += ['', notes]
     return '\n'.join(out) + '\n'
 
-def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str = '', notes: str = '') -> Path:
+def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False) -> Path:
     "Write `<stem>.md`, `<stem>.csv` and a seaborn figure `<stem>.png` (mean ± CI per variant, paper beside)."
     import csv, matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt, seaborn as sns
     out_stem = Path(out_stem); out_stem.parent.mkdir(parents=True, exist_ok=True)
-    out_stem.with_suffix('.md').write_text(table_markdown(rows, metric=metric, title=title, notes=notes))
+    out_stem.with_suffix('.md').write_text(table_markdown(rows, metric=metric, title=title, notes=notes, higher_is_better=higher_is_better))
     keys = sorted({k for r in rows for k in r})
     with open(out_stem.with_suffix('.csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
@@ -380,24 +435,29 @@ def variant_configs(base: ExperimentConfig, variants: dict[str, dict], seeds) ->
 
 def report_experiment(root, experiment: str, out_stem, *, order: list, baseline: str | dict = 'baseline',
                       paper: dict | None = None, paper_change: dict | None = None, title: str = '', notes: str = '',
-                      preset: str | None = None) -> tuple[list[dict], Path]:
-    "Summarize an experiment's records into `<out_stem>.md/.csv/.png` (FID when every run has one, else the held-out loss); index it."
+                      preset: str | None = None, metric: str | None = None, metric_label: str | None = None,
+                      higher_is_better: bool = False, index: bool = True) -> tuple[list[dict], Path]:
+    """Summarize an experiment's records into `<out_stem>.md/.csv/.png` and index it: `metric` when every run has it
+    (e.g. 'class_accuracy', with `higher_is_better=True`), else FID when every run has one, else the held-out loss."""
     records = collect(root, experiment)
     if not records: raise ValueError(f'no finished runs under {Path(root) / experiment}')
-    key = 'fid' if all(r.get('fid') is not None for r in records) else 'heldout_loss'
-    label = {'fid': 'FID', 'heldout_loss': 'held-out loss'}[key]
-    scores = (f"{records[0]['n_gen']} generated vs {records[0]['n_real']} real, `{records[0]['extractor']}`" if key == 'fid'
-              else 'held-out loss (no FID)')
-    if key == 'fid': notes += f' Scores: {scores}.'
-    rows = summarize(records, metric=key, baseline=baseline, order=order,
-                     paper=paper if key == 'fid' else None, paper_change=paper_change if key == 'fid' else None)
-    md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip())
+    if metric is not None and all(r.get(metric) is not None for r in records): key, label = metric, metric_label or metric
+    else:
+        key = 'fid' if all(r.get('fid') is not None for r in records) else 'heldout_loss'
+        label, higher_is_better = {'fid': 'FID', 'heldout_loss': 'held-out loss'}[key], False
+    scores = (f"{records[0]['n_gen']} generated vs {records[0]['n_real']} real, `{records[0]['extractor']}`" if records[0].get('extractor')
+              else 'held-out loss (no FID)' if key == 'heldout_loss' else label)
+    if key != 'heldout_loss': notes += f' Scores: {scores}.'
+    rows = summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better,
+                     paper=paper if key != 'heldout_loss' else None, paper_change=paper_change if key != 'heldout_loss' else None)
+    md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip(), higher_is_better=higher_is_better)
     hw = (load_json(Path(root) / experiment / 'summary.json').get('hardware') if (Path(root) / experiment / 'summary.json').exists() else None) or {}
     md.write_text(md.read_text() + f"\n### Cost per run (mean over seeds; {hw.get('device', '?')}, {hw.get('cores', '?')} cores shared by "
                   f"the grid's workers)\n\n" + cost_table_markdown(records, order))
     summ = Path(root) / experiment / 'summary.json'
     summ = load_json(summ) if summ.exists() else {}
     own = [r for r in records if not r.get('reused_from')]
+    if not index: return rows, md
     register_report(Path(out_stem).parent, experiment, table=md.name, title=title, preset=preset,
                     seeds=sorted({r['seed'] for r in records}), runs=len(records), reused=len(records) - len(own),
                     wall_seconds=sum(h['wall_seconds'] for h in summ.get('history', [])) or summ.get('wall_seconds'), compute_seconds=round(sum(r.get('wall_seconds', 0) for r in own)),

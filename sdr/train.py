@@ -96,6 +96,10 @@ class Trainer:
         "Context entered around the model's forward pass during a training step. Baseline: nothing."
         return contextlib.nullcontext()
 
+    def denoiser(self):
+        "The callable `(x_t, t) -> output` the training loss calls this step. Baseline: the model (conditional: with labels)."
+        return self.model
+
     def extra_state(self) -> dict: return {}
     def load_extra_state(self, state: dict): pass
 
@@ -111,7 +115,7 @@ class Trainer:
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
         noise, target = self.make_noise(x0, t, eps)
         with torch.enable_grad(), self.step_context():  # whatever the caller's grad mode
-            terms = self.diffusion.training_losses(self.model, x0, t, noise=noise, target=target)
+            terms = self.diffusion.training_losses(self.denoiser(), x0, t, noise=noise, target=target)
             loss = terms['loss'].mean()
         if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
         self.opt.zero_grad(set_to_none=True)
@@ -225,15 +229,20 @@ def plot_loss(log: list[dict], *, ax=None, key: str = 'loss', title: str | None 
 
 # %% ../nbs/06_train.ipynb #96c4c627
 def base_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    "The part of a config that determines its base phase: every refinement-only SRD setting is reset to its default."
-    return cfg.replace(name='base', srd=SRDConfig(base_steps=cfg.srd.base_steps, highlighter=cfg.srd.highlighter))
+    """The part of a config that determines its base phase: every refinement-only SRD setting is reset to its default
+    (and, for a conditional model, the sampling-only guidance scale and the mFAM mode)."""
+    co = cfg.conditional
+    if co is not None: co = co.replace(guidance_scale=1.0 if co.p_uncond == 0 else 2.0, mfam='global')
+    return cfg.replace(name='base', srd=SRDConfig(base_steps=cfg.srd.base_steps, highlighter=cfg.srd.highlighter),
+                       conditional=co)
 
 def base_config_hash(cfg: ExperimentConfig) -> str: return config_hash(base_config(cfg))
 
 def highlighter_config_hash(cfg: ExperimentConfig) -> str:
     "What the phase-boundary highlighter depends on: the base phase plus the highlighter's data (not λ, cycle, mechanism)."
-    s = cfg.srd
-    return config_hash(base_config(cfg).replace(name='highlighter', srd=base_config(cfg).srd.replace(
+    s, b = cfg.srd, base_config(cfg)
+    co = None if cfg.conditional is None else b.conditional.replace(guidance_scale=cfg.conditional.guidance_scale)  # guided samples
+    return config_hash(b.replace(name='highlighter', conditional=co, srd=b.srd.replace(
         n_real=s.n_real, n_generated=s.n_generated, highlighter_sample_steps=s.highlighter_sample_steps)))
 
 @contextlib.contextmanager
@@ -330,9 +339,17 @@ class SRDTrainer(Trainer):
             samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, ('mfam', self.step))
             t1 = time.perf_counter()
             maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_layer)
-            self.mfam, self.mfam_step = mean_fam(maps).detach().to(self.device), self.step
+            self.mfam, self.mfam_step = self.reduce_maps(maps).detach().to(self.device), self.step
             self.srd_seconds['mfam_sampling'] += t1 - t0; self.srd_seconds['gradcam'] += time.perf_counter() - t1
         self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu()})
+
+    def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."
+        return mean_fam(maps)
+
+    def batch_map(self) -> torch.Tensor:
+        "The map applied to this step's batch, (1|B, 1, H, W): the mFAM (conditional `per_class`: each example's class map)."
+        return self.mfam
 
     # -- hooks ------------------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -344,12 +361,12 @@ class SRDTrainer(Trainer):
 
     def make_noise(self, x0, t, eps):
         if self.refining and self.uses_forward:
-            return noise_amplify(eps, self.mfam, self.cfg.srd.lambda_f, variant=self.cfg.srd.forward_variant)
+            return noise_amplify(eps, self.batch_map(), self.cfg.srd.lambda_f, variant=self.cfg.srd.forward_variant)
         return eps, eps
 
     def step_context(self):
         if self.refining and self.uses_reverse:
-            return modulate_attention(self.model, self.mfam, self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
+            return modulate_attention(self.model, self.batch_map(), self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
         return contextlib.nullcontext()
 
     # -- state ------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ class Level(nn.Module):
 
 # %% ../nbs/02_unet.ipynb #6ade4cfb
 class UNet(nn.Module):
-    "ε-prediction U-Net (out_channels = 2*in for learned variance). `forward(x, t) -> (B, out, H, W)`."
+    "ε-prediction U-Net (out_channels = 2*in for learned variance). `forward(x, t[, cond_emb]) -> (B, out, H, W)`."
     def __init__(self, cfg: UNetConfig, *, image_size: int, in_channels: int = 1, out_channels: int | None = None):
         super().__init__()
         check_int('image_size', image_size, 2)
@@ -129,10 +129,17 @@ class UNet(nn.Module):
         self.head = nn.Sequential(nn.GroupNorm(cfg.groups, cur), nn.SiLU(),
                                   zero_init(nn.Conv2d(cur, self.out_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def emb_dim(self) -> int: return 4 * self.cfg.base_channels
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
             raise ValueError(f'x.shape={tuple(x.shape)}: expected (B, {self.in_channels}, {self.image_size}, {self.image_size})')
         emb = self.time_mlp(timestep_embedding(t, self.cfg.base_channels))
+        if cond_emb is not None:   # conditioning (notebook 08a) enters where the timestep does: added to its embedding
+            if cond_emb.shape != emb.shape:
+                raise ValueError(f'cond_emb.shape={tuple(cond_emb.shape)}: expected (B, emb_dim)={tuple(emb.shape)}')
+            emb = emb + cond_emb
         h = self.stem(x); hs = [h]
         for layer in self.down:
             h = layer(h, emb); hs.append(h)
