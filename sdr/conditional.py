@@ -157,30 +157,19 @@ class ConditionalTrainer(SRDTrainer):
         scale = self.cfg.conditional.guidance_scale if scale is None else scale
         return GuidedDenoiser(model, scale=scale, **self.condition(labels.to(self.device)))
 
-    def _ema_samples(self, n: int, steps: int, label) -> torch.Tensor:
-        c, s = self.cfg.data.channels, self.cfg.data.image_size
-        g = make_generator(derive_seed(self.cfg.seed, 'srd', label))
-        labels = class_balanced_labels(n, self.cfg.conditional.num_classes)
-        out = [self.diffusion.sample(self.guided(self.ema.model, labels[i:i + 256]), (min(256, n - i), c, s, s), steps=steps,
-                                     generator=g, device=self.device) for i in range(0, n, 256)]
-        return torch.cat(out).clamp(-1, 1)
+    def sampling_model(self, model: nn.Module, rows: slice, n: int, labels: torch.Tensor | None = None,
+                       guidance_scale: float | None = None) -> GuidedDenoiser:
+        "Guidance over the labels of samples `rows` (default labels: `class_balanced_labels(n, K)`, as the mFAM's samples use)."
+        labels = class_balanced_labels(n, self.cfg.conditional.num_classes) if labels is None else labels
+        return self.guided(model, labels[rows], guidance_scale)
 
-    def sample(self, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None, batch_size=None,
-               progress: bool = False, labels: torch.Tensor | None = None, guidance_scale: float | None = None) -> torch.Tensor:
+    def sample(self, n: int, *, labels: torch.Tensor | None = None, guidance_scale: float | None = None, **kw) -> torch.Tensor:
         "n guided samples in [-1, 1] of `labels` (default: class-balanced, `class_balanced_labels(n, K)`), reproducible from `seed`."
-        sc, K = self.cfg.sample, self.cfg.conditional.num_classes
+        K = self.cfg.conditional.num_classes
         check_int('n', n, 1)
-        labels = class_balanced_labels(n, K) if labels is None else labels
-        if labels.shape != (n,) or labels.min() < 0 or labels.max() >= K:
+        if labels is not None and (labels.shape != (n,) or labels.min() < 0 or labels.max() >= K):
             raise ValueError(f'labels must be ({n},) values in [0, {K - 1}]; got shape {tuple(labels.shape)}')
-        model = self.ema.model if ema else self.model
-        g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
-        c, s, bs = self.cfg.data.channels, self.cfg.data.image_size, batch_size or sc.batch_size
-        out = [self.diffusion.sample(self.guided(model, labels[i:i + bs], guidance_scale), (min(bs, n - i), c, s, s),
-                                     sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                                     generator=g, device=self.device, progress=progress)
-               for i in range(0, n, bs)]
-        return torch.cat(out).clamp(-1, 1).cpu()
+        return super().sample(n, labels=labels, guidance_scale=guidance_scale, **kw)
 
 # %% ../nbs/08a_conditional.ipynb #8e2cac7a
 @torch.no_grad()
@@ -192,13 +181,13 @@ def predict_classes(classifier: nn.Module, images: torch.Tensor, *, batch_size: 
     classifier.eval()
     return torch.cat([classifier(c.to(dev).float() / 127.5 - 1).argmax(1).cpu() for c in x.split(batch_size)])
 
-def class_classifier(data_cfg, *, num_classes: int, device=None) -> tuple[nn.Module, float]:
-    "The cached FD-domain CNN of notebook 07 as a classifier, and its accuracy on the first 2000 test images."
+def class_classifier(data_cfg, *, num_classes: int, device=None, test: tuple | None = None) -> tuple[nn.Module, float]:
+    "The cached FD-domain CNN of notebook 07 as a classifier, and its accuracy on the first 2000 test images (`test`: loaded if None)."
     from sdr.metrics import load_domain_extractor
     clf = load_domain_extractor(data_cfg, device=device).model
     if clf.head.out_features != num_classes:
         raise ValueError(f'the classifier knows {clf.head.out_features} classes; num_classes={num_classes}')
-    xt, yt = load_dataset(data_cfg, 'test')
+    xt, yt = load_dataset(data_cfg, 'test') if test is None else test
     return clf, float((predict_classes(clf, xt[:2000]) == yt[:2000]).float().mean())
 
 def conditional_metrics(samples: torch.Tensor, labels: torch.Tensor, *, data_cfg, num_classes: int, n_per_class: int = 50,
@@ -212,7 +201,8 @@ def conditional_metrics(samples: torch.Tensor, labels: torch.Tensor, *, data_cfg
         raise ValueError(f'n_per_class={n_per_class}: the samples hold only {int(counts.min())} of some class; draw at least '
                          f'num_classes * n_per_class = {num_classes * n_per_class} class-balanced samples')
     t0 = time.time()
-    clf, clf_acc = class_classifier(data_cfg, num_classes=num_classes, device=device)
+    xt, yt = load_dataset(data_cfg, 'test')   # loaded once: the classifier's accuracy and the per-class references
+    clf, clf_acc = class_classifier(data_cfg, num_classes=num_classes, device=device, test=(xt, yt))
     pred = predict_classes(clf, samples)
     ok = (pred == labels).float()
     out = {'class_accuracy': float(ok.mean()), 'class_accuracy_per_class': [float(ok[labels == k].mean()) for k in range(num_classes)],
@@ -221,7 +211,6 @@ def conditional_metrics(samples: torch.Tensor, labels: torch.Tensor, *, data_cfg
         from sdr import metrics
         ex = metrics.resolve_extractor('auto', data_cfg=data_cfg, device=device)
         key = metrics._result_key(ex.labels[1])   # 'kid' (Inception) or 'kd_domain' (the fallback)
-        xt, yt = load_dataset(data_cfg, 'test')
         per = []
         for k in range(num_classes):
             real_k = xt[yt == k][:n_real_per_class]

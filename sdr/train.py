@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .core import (ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
+from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, build_unet, count_params
@@ -193,16 +193,20 @@ class Trainer:
         if not ema: self.model.train()
         return total / len(images)
 
+    def sampling_model(self, model: nn.Module, rows: slice, n: int):
+        "The denoiser `(x, t) -> output` for samples `rows` of `n` (a subclass hook, e.g. guidance over each sample's label)."
+        return model
+
     def sample(self, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
-               batch_size=None, progress: bool = False) -> torch.Tensor:
-        "n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`."
+               batch_size=None, progress: bool = False, **model_kw) -> torch.Tensor:
+        "n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`."
         sc = self.cfg.sample
         check_int('n', n, 1)
         model = self.ema.model if ema else self.model
         g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
         c, s, bs = self.cfg.data.channels, self.cfg.data.image_size, batch_size or sc.batch_size
-        out = [self.diffusion.sample(model, (min(bs, n - i), c, s, s), sampler=sampler or sc.sampler,
-                                     steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
+        out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
+                                     sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
                                      generator=g, device=self.device, progress=progress)
                for i in range(0, n, bs)]
         return torch.cat(out).clamp(-1, 1).cpu()
@@ -232,7 +236,9 @@ def base_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """The part of a config that determines its base phase: every refinement-only SRD setting is reset to its default
     (and, for a conditional model, the sampling-only guidance scale and the mFAM mode)."""
     co = cfg.conditional
-    if co is not None: co = co.replace(guidance_scale=1.0 if co.p_uncond == 0 else 2.0, mfam='global')
+    if co is not None:   # without label dropout there is no unconditional branch: guidance 1 (purely conditional)
+        default = ConditionalConfig()
+        co = co.replace(guidance_scale=1.0 if co.p_uncond == 0 else default.guidance_scale, mfam=default.mfam)
     return cfg.replace(name='base', srd=SRDConfig(base_steps=cfg.srd.base_steps, highlighter=cfg.srd.highlighter),
                        conditional=co)
 
@@ -285,8 +291,8 @@ class SRDTrainer(Trainer):
     def _ema_samples(self, n: int, steps: int, label) -> torch.Tensor:
         c, s = self.cfg.data.channels, self.cfg.data.image_size
         g = make_generator(derive_seed(self.cfg.seed, 'srd', label))
-        out = [self.diffusion.sample(self.ema.model, (min(256, n - i), c, s, s), steps=steps, generator=g, device=self.device)
-               for i in range(0, n, 256)]
+        out = [self.diffusion.sample(self.sampling_model(self.ema.model, slice(i, i + 256), n), (min(256, n - i), c, s, s),
+                                     steps=steps, generator=g, device=self.device) for i in range(0, n, 256)]
         return torch.cat(out).clamp(-1, 1)
 
     @property

@@ -161,3 +161,21 @@ def test_run_experiment_records_class_metrics(tmp_path):
     assert m['conditional'] and 0 <= m['class_accuracy'] <= 1 and len(m['class_accuracy_per_class']) == 10
     assert m['classifier_test_accuracy'] > 0.5 and m['n_per_class'] == 2
     assert is_finished(tmp_path / 'run', 'run', ev) and not is_finished(tmp_path / 'run', 'run', ev.replace(n_per_class=3))
+
+
+def test_sample_guides_each_batch_by_its_own_labels(tmp_path):
+    "Trainer.sample's `sampling_model` hook: every batch is guided by the labels of its own rows, at the asked scale."
+    from sdr.core import derive_seed
+    tr = ConditionalTrainer(CCFG, tmp_path, device='cpu', progress=False)
+    _trained_like(tr.ema.model)
+    labels, sc = torch.tensor([3, 3, 1, 0, 9, 9, 2]), CCFG.sample
+    got = tr.sample(7, steps=2, labels=labels, guidance_scale=0.5, batch_size=3)
+    g = make_generator(derive_seed(CCFG.seed, 'sample', 0))
+    want = torch.cat([tr.diffusion.sample(GuidedDenoiser(tr.ema.model, scale=0.5, y=labels[i:i + 3]), (min(3, 7 - i), 1, 16, 16),
+                                          sampler=sc.sampler, steps=2, eta=sc.eta, generator=g, device='cpu')
+                      for i in range(0, 7, 3)]).clamp(-1, 1)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, tr.sample(7, steps=2, labels=labels.roll(1), guidance_scale=0.5, batch_size=3))
+    assert torch.equal(tr.sample(10, steps=2), tr.sample(10, steps=2, labels=class_balanced_labels(10, 10)))
+    with pytest.raises(ValueError, match=r'labels must be \(7,\) values in \[0, 9\]'):
+        tr.sample(7, labels=torch.full((7,), 10))
