@@ -18,11 +18,12 @@ from .data import load_dataset, save_image_grid
 from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer', 'train_base', 'prepare_reference',
-           'run_experiment', 'is_finished', 'hardware', 'find_finished_elsewhere', 'copy_run_record', 'run_grid',
-           'run_job', 'find_trained_checkpoint', 'trained_model', 't_quantile_975', 'mean_ci', 'collect', 'summarize',
-           'table_markdown', 'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'report_experiment',
-           'cost_table_markdown', 'register_report', 'reports_index_markdown']
+__all__ = ['RUN_NOTEBOOK', 'VERDICT_COLORS', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer', 'train_base',
+           'prepare_reference', 'run_experiment', 'is_finished', 'hardware', 'find_finished_elsewhere',
+           'copy_run_record', 'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 't_quantile_975',
+           'mean_ci', 'collect', 'summarize', 'table_markdown', 'plot_table', 'write_table', 'with_overrides',
+           'scaled_preset', 'variant_configs', 'report_experiment', 'cost_table_markdown', 'register_report',
+           'reports_index_markdown']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -387,24 +388,55 @@ def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', no
     if notes: out += ['', notes]
     return '\n'.join(out) + '\n'
 
+VERDICT_COLORS = {'reproduced': 'C2', 'not reproduced': 'C3', 'inconclusive': 'C7'}
+
+def _bars_with_ci(ax, names, means, los, his, colors, paper, label_paper: str):
+    "Bars with 95 % CI whiskers, and the paper's value as a red diamond where it has one."
+    import matplotlib, seaborn as sns
+    x = np.arange(len(names))
+    sns.barplot(x=names, y=means, ax=ax, color='C0')
+    for p, c in zip(ax.patches, colors): p.set_facecolor(matplotlib.colors.to_rgba(c, 0.75))
+    err = np.array([[m - lo, hi - m] for m, lo, hi in zip(means, los, his)], dtype=float).T.reshape(2, -1)
+    ax.errorbar(x, means, yerr=np.nan_to_num(err), fmt='none', ecolor='k', capsize=4)
+    if any(p is not None for p in paper):
+        ax.scatter(x, [np.nan if p is None else p for p in paper], color='C3', marker='D', zorder=3, label=label_paper)
+        ax.legend()
+    ax.tick_params(axis='x', labelrotation=20 if max(map(len, names)) > 12 else 0)
+
+def plot_table(rows: list[dict], *, metric: str = 'FID', title: str = '', higher_is_better: bool = False):
+    """Left: the metric per variant (mean, 95 % CI over seeds). Right, where there is a baseline: the paired change vs
+    the same seed's baseline in % with its CI, coloured by verdict, the paper's change beside. Seed-to-seed spread
+    dominates the left panel; the right one is what the verdict reads."""
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ch = [r for r in rows if r.get('change_pct') is not None]
+    fig, axes = plt.subplots(1, 2 if ch else 1, figsize=(2 * (1.2 * len(rows) + 2) if ch else 1.4 * len(rows) + 2, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    _bars_with_ci(ax, [r['variant'] for r in rows], [r['mean'] for r in rows], [r['ci_lo'] for r in rows],
+                  [r['ci_hi'] for r in rows], ['C0'] * len(rows), [r.get('paper') for r in rows], 'paper')
+    ax.set_ylabel(metric); ax.set_title(f'{metric} (mean, 95 % CI over seeds)')
+    if ch:
+        ax = axes[0, 1]
+        _bars_with_ci(ax, [r['variant'] for r in ch], [r['change_pct'] for r in ch], [r['change_ci_lo'] for r in ch],
+                      [r['change_ci_hi'] for r in ch], [VERDICT_COLORS.get(r.get('verdict'), 'C7') for r in ch],
+                      [r.get('paper_change_pct') for r in ch], 'paper change')
+        ax.axhline(0, color='k', lw=0.8)
+        ax.set_ylabel(f'change vs baseline, % ({"higher" if higher_is_better else "lower"} is better)')
+        ax.set_title('paired change (green: reproduced, red: not, grey: inconclusive)', fontsize=9)
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
 def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False) -> Path:
-    "Write `<stem>.md`, `<stem>.csv` and a seaborn figure `<stem>.png` (mean ± CI per variant, paper beside)."
-    import csv, matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt, seaborn as sns
+    "Write `<stem>.md`, `<stem>.csv` and a seaborn figure `<stem>.png` (`plot_table`)."
+    import csv, matplotlib.pyplot as plt
     out_stem = Path(out_stem); out_stem.parent.mkdir(parents=True, exist_ok=True)
     out_stem.with_suffix('.md').write_text(table_markdown(rows, metric=metric, title=title, notes=notes, higher_is_better=higher_is_better))
     keys = sorted({k for r in rows for k in r})
     with open(out_stem.with_suffix('.csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
-    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.5))
-    x = np.arange(len(rows))
-    sns.barplot(x=[r['variant'] for r in rows], y=[r['mean'] for r in rows], ax=ax, color='C0', alpha=0.7, label='ours')
-    err = np.array([[r['mean'] - r['ci_lo'], r['ci_hi'] - r['mean']] for r in rows]).T
-    ax.errorbar(x, [r['mean'] for r in rows], yerr=np.nan_to_num(err), fmt='none', ecolor='k', capsize=4)
-    if any(r.get('paper') is not None for r in rows):
-        ax.scatter(x, [r.get('paper') if r.get('paper') is not None else np.nan for r in rows], color='C3', marker='D', zorder=3, label='paper')
-    ax.set_ylabel(metric); ax.set_title(title); ax.legend()
-    fig.tight_layout(); fig.savefig(out_stem.with_suffix('.png'), dpi=120); plt.close(fig)
+    fig = plot_table(rows, metric=metric, title=title, higher_is_better=higher_is_better)
+    fig.savefig(out_stem.with_suffix('.png'), dpi=120); plt.close(fig)
     return out_stem.with_suffix('.md')
 
 # %% ../nbs/09_experiments.ipynb #01735641
