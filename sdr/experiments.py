@@ -255,7 +255,9 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
                         else: pending.add(pool.submit(job, 'run', r))
     summary['wall_seconds'] = round(time.time() - t0, 1)
     old = root / experiment / 'summary.json'   # earlier invocations (a rerun that skips everything takes seconds)
-    summary['history'] = (load_json(old).get('history', []) if old.exists() else []) + [
+    prev = load_json(old) if old.exists() else {}
+    if prev.get('history_unrecorded'): summary['history_unrecorded'] = prev['history_unrecorded']   # why the history is incomplete
+    summary['history'] = prev.get('history', []) + [
         {'at': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'wall_seconds': summary['wall_seconds'],
          'finished': len(summary['finished']), 'failed': len(summary['failed'])}]
     save_json(summary, old)
@@ -493,7 +495,7 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     register_report(Path(out_stem).parent, experiment, table=md.name, title=title, preset=preset,
                     seeds=sorted({r['seed'] for r in records}), runs=len(records), reused=len(records) - len(own),
                     wall_seconds=sum(h['wall_seconds'] for h in summ.get('history', [])) or summ.get('wall_seconds'), compute_seconds=round(sum(r.get('wall_seconds', 0) for r in own)),
-                    scores=scores, hardware=summ.get('hardware'))
+                    wall_unrecorded=summ.get('history_unrecorded'), scores=scores, hardware=summ.get('hardware'))
     return rows, md
 
 def cost_table_markdown(records: list[dict], order: list) -> str:
@@ -529,13 +531,14 @@ def reports_index_markdown(idx: dict, reports_dir) -> str:
     "The reports index: one row per experiment table, then the other reports found in the folder."
     L = ['# Reports', '', 'Written by the experiment notebooks from run records (`make reproduce` for e01, `make reproduce-all` '
          'for every table); do not edit by hand. *Grid wall time* sums every invocation of the grid (a rerun skips finished runs '
-         'in seconds); *compute* sums the wall time of the runs this table trained itself (reused runs were trained for another table).', '',
+         'in seconds; ≥: some invocation was killed before it recorded its time, so this is a lower bound); *compute* sums the wall '
+         'time of the runs this table trained itself (reused runs were trained for another table).', '',
          '| experiment | table | preset | seeds | runs (reused) | grid wall time | compute | scores | hardware |', '|---|---|---|---|---|---|---|---|---|']
     for e in sorted(idx):
         d = idx[e]; hw = d.get('hardware') or {}
         hws = f"{hw.get('device', '?')}, {hw.get('cores', '?')} cores, torch {hw.get('torch', '?')}" if hw else '—'
         L.append(f"| {e} | [{d.get('title') or d['table']}]({d['table']}) | {d.get('preset') or '—'} | {d.get('seeds', '—')} | "
-                 f"{d.get('runs', '—')} ({d.get('reused', 0)}) | {_hms(d.get('wall_seconds'))} | {_hms(d.get('compute_seconds'))} | "
+                 f"{d.get('runs', '—')} ({d.get('reused', 0)}) | {'≥ ' if d.get('wall_unrecorded') else ''}{_hms(d.get('wall_seconds'))} | {_hms(d.get('compute_seconds'))} | "
                  f"{d.get('scores') or '—'} | {hws} |")
     listed = {d['table'] for d in idx.values()} | {'README.md'}
     others = sorted(p.relative_to(reports_dir).as_posix() for p in Path(reports_dir).glob('**/*.md')
