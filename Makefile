@@ -35,8 +35,9 @@ $(VENV)/.installed: settings.ini setup.py
 data: $(VENV)/.installed
 	$(PY) -c "from sdr.data import ensure_fashion_mnist; print(ensure_fashion_mnist())"
 
-# The main job: the SRD ablation (e01), 4 variants x 3 seeds at the cpu preset (goal: about an hour on 2 idle cores;
-# measured: 96 min for 12 runs on 2 cores shared with other jobs, see reports/README.md)
+# The main job: the SRD ablation (e01), 4 variants x 3 seeds at the cpu preset (goal: <= 60 min on 2 cores; measured
+# 2026-12-01 on a fresh clone with RUNS and SDR_CACHE empty, 2 idle cores: 42 min (2505 s) including set-up, see
+# reports/reruns/e01_fresh_clone_2026-12-01/)
 # (the scaling is stated in the report). PRESET=paper uses the paper's sizes (GPU and a local dataset folder).
 GRID_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 -p cycle 50 \
 	-p n_samples 500 -p n_real 2500 -p sample_steps 50 -p metric auto
