@@ -20,10 +20,10 @@ from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'VERDICT_COLORS', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer', 'train_base',
            'prepare_reference', 'run_experiment', 'is_finished', 'hardware', 'find_finished_elsewhere',
-           'copy_run_record', 'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 't_quantile_975',
-           'mean_ci', 'collect', 'summarize', 'table_markdown', 'plot_table', 'write_table', 'with_overrides',
-           'scaled_preset', 'variant_configs', 'report_experiment', 'cost_table_markdown', 'register_report',
-           'reports_index_markdown']
+           'copy_run_record', 'save_summary', 'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model',
+           't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'plot_table', 'write_table',
+           'with_overrides', 'scaled_preset', 'variant_configs', 'report_experiment', 'cost_table_markdown',
+           'register_report', 'reports_index_markdown']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -192,6 +192,15 @@ def copy_run_record(src: Path, dst: Path, cfg: ExperimentConfig) -> None:
     m = load_json(src / 'metrics.json')
     save_json({**m, 'run_id': config_hash(cfg), 'name': cfg.name, 'reused_from': f'{src.parent.name}/{src.name}'}, dst / 'metrics.json')
 
+def save_summary(path, summary: dict, **entry) -> None:
+    "Write a grid's `summary` to `path`, appending this invocation (`summary['wall_seconds']`, `entry`) to the earlier ones."
+    path = Path(path)
+    prev = load_json(path) if path.exists() else {}   # a rerun that skips everything takes seconds; its time still counts
+    if prev.get('history_unrecorded'): summary['history_unrecorded'] = prev['history_unrecorded']   # why the history is incomplete
+    summary['history'] = prev.get('history', []) + [
+        {'at': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'wall_seconds': summary['wall_seconds'], **entry}]
+    save_json(summary, path)
+
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
              workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True) -> dict:
     "Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures."
@@ -254,13 +263,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
                         if err: summary['failed'].append({'kind': 'run', 'name': r.name, 'seed': r.seed, 'error': 'its base run failed'})
                         else: pending.add(pool.submit(job, 'run', r))
     summary['wall_seconds'] = round(time.time() - t0, 1)
-    old = root / experiment / 'summary.json'   # earlier invocations (a rerun that skips everything takes seconds)
-    prev = load_json(old) if old.exists() else {}
-    if prev.get('history_unrecorded'): summary['history_unrecorded'] = prev['history_unrecorded']   # why the history is incomplete
-    summary['history'] = prev.get('history', []) + [
-        {'at': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'wall_seconds': summary['wall_seconds'],
-         'finished': len(summary['finished']), 'failed': len(summary['failed'])}]
-    save_json(summary, old)
+    save_summary(root / experiment / 'summary.json', summary, finished=len(summary['finished']), failed=len(summary['failed']))
     if summary['failed'] and progress:
         print(f"{len(summary['failed'])} failed: " + '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in summary['failed']))
     return summary
