@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MFAM_MODES', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device',
-           'check_range', 'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator',
-           'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig',
-           'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig',
-           'ExperimentConfig', 'preset', 'save_json', 'load_json']
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRESETS', 'patch_torchvision', 'import_torchvision',
+           'pick_device', 'check_range', 'check_int', 'check_choice', 'seed_everything', 'derive_seed',
+           'make_generator', 'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig',
+           'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig',
+           'ConditionalConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -267,6 +267,7 @@ class TrainConfig(ConfigBase):
         check_int('log_every', self.log_every, 1)
 
 MECHANISMS = ('none', 'forward', 'reverse', 'combined')
+MAP_CONTROLS = ('none', 'uniform', 'centre', 'permuted', 'untrained')   # 'none': the flaw map itself (notebook 05)
 
 @_register
 @dataclass(frozen=True)
@@ -319,8 +320,24 @@ class SRDConfig(ConfigBase):
     n_generated: int = 1024          # EMA samples it sees (drawn at the phase boundary)
     highlighter_sample_steps: int = 10  # DDIM steps for those samples
     highlighter: HighlighterConfig = field(default_factory=HighlighterConfig)
+    # controls of the study (notebook 05): the map SRD uses instead of the flaw map, modulation kept at sampling time,
+    # and a refinement phase reseeded away from the base's streams (a placebo for the baseline; None: the base's streams)
+    map_control: str = added_field('none', since='0.4')
+    sample_modulation: bool = added_field(False, since='0.4')
+    refine_seed: int | None = added_field(None, since='0.4')
     def validate(self):
         check_choice('mechanism', self.mechanism, MECHANISMS)
+        check_choice('map_control', self.map_control, MAP_CONTROLS)
+        check_choice('sample_modulation', self.sample_modulation, (False, True))
+        if self.refine_seed is not None: check_int('refine_seed', self.refine_seed, 0, 2**62)
+        if self.map_control != 'none' and self.mechanism == 'none':
+            raise ValueError(f"map_control={self.map_control!r} replaces the map of an SRD mechanism, but mechanism='none' uses "
+                             "no map: choose mechanism in ('forward', 'reverse', 'combined') or map_control='none'")
+        if self.sample_modulation and self.mechanism not in ('reverse', 'combined'):
+            raise ValueError(f"sample_modulation=True keeps the attention modulation at sampling time, but mechanism={self.mechanism!r} "
+                             "does not modulate attention: use mechanism 'reverse' or 'combined'")
+        if self.sample_modulation and self.proj != 'none':
+            raise ValueError(f"sample_modulation=True needs proj='none' (the learned projections are not in the EMA model); got proj={self.proj!r}")
         check_range('lambda_f', self.lambda_f, 0.0); check_range('lambda_r', self.lambda_r, 0.0)
         check_choice('forward_variant', self.forward_variant, ('paper', 'uvit_code', 'adm_code'))
         check_choice('proj', self.proj, ('none', 'conv'))
@@ -412,6 +429,8 @@ class ExperimentConfig(ConfigBase):
             if self.srd.mechanism not in ('none', 'reverse'):
                 raise ValueError(f"srd.mechanism={self.srd.mechanism!r}: latent diffusion uses the reverse mechanism only; allowed ('none', 'reverse')")
         co = self.conditional
+        if co is not None and self.srd.sample_modulation:
+            raise ValueError('srd.sample_modulation=True is not implemented for conditional models; set it to False')
         if co is not None:
             if not isinstance(co, ConditionalConfig): raise ValueError(f'conditional must be a ConditionalConfig or None, got {type(co).__name__}')
             if ae is not None: raise ValueError('conditional and autoencoder are both set: conditional latent diffusion is not implemented; set one of them to None')
@@ -432,7 +451,7 @@ class ExperimentConfig(ConfigBase):
             if r not in sides: raise ValueError(f'attention_resolutions contains {r}; allowed feature-map sides {sorted(sides)}')
 
 # %% ../nbs/00_core.ipynb #5dd9c269
-PRESETS = ('smoke', 'cpu', 'paper')
+PRESETS = ('smoke', 'cpu', 'fair', 'paper')
 
 def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
     "The named preset as an `ExperimentConfig`; keyword `overrides` replace top-level fields (e.g. `seed=1`)."
@@ -457,6 +476,16 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
             sample=SampleConfig(steps=50, n_samples=64, batch_size=64),
             srd=SRDConfig(base_steps=1000, cycle=100, mfam_batch=16, mfam_sample_steps=10, n_real=2048, n_generated=2048,
                           highlighter=HighlighterConfig(image_size=16)))
+    elif name == 'fair':   # the confirmatory study's scale (reports/PROTOCOL.md): base to a plateau, 10 EMA horizons of refinement
+        cfg = ExperimentConfig(
+            name='fair', data=DataConfig(image_size=16),
+            unet=UNetConfig(base_channels=32, channel_mults=(1, 2, 2), attention_resolutions=(8, 4), num_heads=4),
+            diffusion=DiffusionConfig(timesteps=1000),
+            train=TrainConfig(steps=7000, batch_size=64, lr=2e-4, warmup_steps=100, checkpoint_every=500, ema_decay=0.99),
+            sample=SampleConfig(steps=25, n_samples=64, batch_size=256),
+            srd=SRDConfig(base_steps=6000, cycle=100, mfam_batch=64, mfam_sample_steps=25, n_real=4096, n_generated=4096,
+                          highlighter_sample_steps=25,   # the highlighter and the mFAM see samples like the evaluated ones
+                          highlighter=HighlighterConfig(widths=(32, 64), depths=(2, 2), hidden=64, image_size=16)))  # 8x8 FAMs
     else:
         cfg = ExperimentConfig(
             name='paper', data=DataConfig(dataset='folder', data_dir='data/celeba_hq', image_size=128, channels=3),
