@@ -112,7 +112,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
          'steps': tr.step, 'base_steps': cfg.srd.base_steps, 'heldout_loss': tr.eval_loss(heldout),
          'train_seconds': round(tr.train_seconds, 2), 'srd_seconds': {k: round(v, 2) for k, v in tr.srd_seconds.items()},
          'sample_seconds': round(sample_seconds, 2), 'n_samples': ev.n_samples,
-         'highlighter_accuracy': (tr.highlighter_report or {}).get('accuracy')}
+         'highlighter_accuracy': (tr.highlighter_report or {}).get('accuracy'),
+         'precision': tr.precision}   # after 'auto' resolved (see sdr.core.resolve_precision)
     t2 = time.time()
     m.update(_score(samples, cfg, ev))
     if co is not None:
