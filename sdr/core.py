@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #84812d3c
 from __future__ import annotations
-import dataclasses, hashlib, importlib.util, json, math, os, random, sys
+import contextlib, dataclasses, hashlib, importlib.util, json, math, os, random, sys
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRESETS', 'patch_torchvision', 'import_torchvision',
-           'pick_device', 'check_range', 'check_int', 'check_choice', 'seed_everything', 'derive_seed',
-           'make_generator', 'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig',
-           'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig',
-           'ConditionalConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json']
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS', 'PRESETS', 'patch_torchvision',
+           'import_torchvision', 'pick_device', 'check_range', 'check_int', 'check_choice', 'seed_everything',
+           'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig',
+           'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig',
+           'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json',
+           'cpu_flags', 'resolve_precision', 'precision_context']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -404,6 +405,8 @@ class ConditionalConfig(ConfigBase):
                              'trains one: use p_uncond in (0, 1) or guidance_scale=1')
 
 # %% ../nbs/00_core.ipynb #9af2bf86
+PRECISIONS = ('auto', 'fp32', 'bf16')
+
 @_register
 @dataclass(frozen=True)
 class ExperimentConfig(ConfigBase):
@@ -418,8 +421,10 @@ class ExperimentConfig(ConfigBase):
     srd: SRDConfig = field(default_factory=SRDConfig)
     autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
     conditional: ConditionalConfig | None = added_field(None, since='0.3')   # set: class-conditional (08a_conditional)
+    precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16': see `resolve_precision`
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
+        check_choice('precision', self.precision, PRECISIONS)
         ae = self.autoencoder
         if ae is not None:
             if not isinstance(ae, AutoencoderConfig): raise ValueError(f'autoencoder must be an AutoencoderConfig or None, got {type(ae).__name__}')
@@ -485,7 +490,8 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
             sample=SampleConfig(steps=25, n_samples=64, batch_size=256),
             srd=SRDConfig(base_steps=6000, cycle=100, mfam_batch=64, mfam_sample_steps=25, n_real=4096, n_generated=4096,
                           highlighter_sample_steps=25,   # the highlighter and the mFAM see samples like the evaluated ones
-                          highlighter=HighlighterConfig(widths=(32, 64), depths=(2, 2), hidden=64, image_size=16)))  # 8x8 FAMs
+                          highlighter=HighlighterConfig(widths=(32, 64), depths=(2, 2), hidden=64, image_size=16)),  # 8x8 FAMs
+            precision='auto')   # new presets: bf16 only where it pays (`resolve_precision`)
     else:
         cfg = ExperimentConfig(
             name='paper', data=DataConfig(dataset='folder', data_dir='data/celeba_hq', image_size=128, channels=3),
@@ -513,3 +519,32 @@ def save_json(obj, path: str | os.PathLike) -> Path:
 
 def load_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
+
+# %% ../nbs/00_core.ipynb #5e7f31e0
+def cpu_flags() -> frozenset[str]:
+    "The CPU's ISA flags as `/proc/cpuinfo` lists them (`lscpu`'s Flags); empty where there is no such file."
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'): return frozenset(line.split(':', 1)[1].split())
+    except OSError: pass
+    return frozenset()
+
+def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu', *, flags: Iterable[str] | None = None) -> str:
+    """'fp32' or 'bf16' for `precision` ('auto' | 'fp32' | 'bf16') on `device`. 'auto': bf16 on a CUDA GPU that supports it
+    and on a CPU with AMX-BF16 (`flags`: the CPU's ISA flags, default `cpu_flags()`), fp32 everywhere else."""
+    check_choice('precision', precision, PRECISIONS)
+    dev = torch.device(device)
+    if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16' on {dev}: this GPU does not support bfloat16; use 'fp32' or 'auto'")
+    if precision != 'auto': return precision
+    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
+    if dev.type == 'cpu': return 'bf16' if 'amx_bf16' in (cpu_flags() if flags is None else frozenset(flags)) else 'fp32'
+    return 'fp32'
+
+def precision_context(precision: str, device: torch.device | str = 'cpu'):
+    "The context of a resolved precision: bf16 autocast on `device` for 'bf16', a no-op for 'fp32'."
+    check_choice('precision', precision, ('fp32', 'bf16'))
+    if precision == 'fp32': return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_int, check_choice, check_range, config_hash,
+from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_int, check_choice, check_range, config_hash, cpu_flags,
                       derive_seed, load_json, save_json)
 from .data import load_dataset, save_image_grid
 from .stats import change_tests, family_verdicts, noise_floor_sd, t_interval
@@ -128,15 +128,12 @@ def code_version() -> dict:
     except (OSError, subprocess.SubprocessError): return {'commit': None}
 
 def cpu_facts() -> dict:
-    "The CPU model and the ISA flags that decide precision and speed (Linux /proc/cpuinfo; else platform)."
+    "The CPU model and the ISA flags that decide precision and speed (`cpu_flags`; the model from /proc/cpuinfo, else platform)."
     import platform
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name') and ':' in line: model = line.split(':', 1)[1].strip()
-            if line.startswith('flags') and ':' in line: flags = set(line.split(':', 1)[1].split())
+    model = platform.processor() or platform.machine()
+    try: model = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), model)
     except OSError: pass
-    return {'cpu_model': model, 'cpu_flags': sorted(flags & {'amx_bf16', 'amx_tile', 'avx512_bf16', 'avx512f', 'avx2'})}
+    return {'cpu_model': model, 'cpu_flags': sorted(cpu_flags() & {'amx_bf16', 'amx_tile', 'avx512_bf16', 'avx512f', 'avx2'})}
 
 def run_provenance(cfg: ExperimentConfig) -> dict:
     "What a run record says about its unit and where it ran: code version, torch, hardware; the controls it used."
@@ -169,6 +166,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
          'train_seconds': round(tr.train_seconds, 2), 'srd_seconds': {k: round(v, 2) for k, v in tr.srd_seconds.items()},
          'sample_seconds': round(sample_seconds, 2), 'n_samples': ev.n_samples,
          'highlighter_accuracy': (tr.highlighter_report or {}).get('accuracy'), **run_provenance(cfg),
+         'precision': tr.precision,   # after 'auto' resolved (see sdr.core.resolve_precision)
          'mfam_stats': [{k: h[k] for k in ('step', 'peak', 'mean', 'spread') if k in h} for h in tr.mfam_history]}
     t2 = time.time()
     m.update(_score(samples, cfg, ev))

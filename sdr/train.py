@@ -13,6 +13,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
+                      precision_context, resolve_precision,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, build_unet, count_params
@@ -63,6 +64,7 @@ class Trainer:
                  progress: bool = True):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.precision = resolve_precision(cfg.precision, self.device)   # 'fp32' | 'bf16', entered by `autocast()`
         self.images = load_dataset(cfg.data, 'train')[0] if images is None else images  # uint8 (N, C, H, W)
         self._check_images(self.images)
         seed_everything(cfg.seed)
@@ -100,6 +102,10 @@ class Trainer:
         "The callable `(x_t, t) -> output` the training loss calls this step. Baseline: the model (conditional: with labels)."
         return self.model
 
+    def autocast(self):
+        "The run's precision (see `resolve_precision`) around a model's forward pass: training, sampling, held-out loss."
+        return precision_context(self.precision, self.device)
+
     def extra_state(self) -> dict: return {}
     def load_extra_state(self, state: dict): pass
 
@@ -114,7 +120,7 @@ class Trainer:
         t = self.diffusion.sample_timesteps(len(x0), generator=self.noise_gen, device=self.device)
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
         noise, target = self.make_noise(x0, t, eps)
-        with torch.enable_grad(), self.step_context():  # whatever the caller's grad mode
+        with torch.enable_grad(), self.step_context(), self.autocast():  # whatever the caller's grad mode
             terms = self.diffusion.training_losses(self.denoiser(), x0, t, noise=noise, target=target)
             loss = terms['loss'].mean()
         if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
@@ -189,7 +195,7 @@ class Trainer:
             x0 = to_model_range(images[i:i + batch_size]).to(self.device)
             t = self.diffusion.sample_timesteps(len(x0), generator=g, device=self.device)
             eps = torch.randn(x0.shape, generator=g).to(self.device)
-            total += self.diffusion.training_losses(model, x0, t, noise=eps)['loss'].sum().item()
+            with self.autocast(): total += self.diffusion.training_losses(model, x0, t, noise=eps)['loss'].sum().item()
         if not ema: self.model.train()
         return total / len(images)
 
@@ -205,10 +211,11 @@ class Trainer:
         model = self.ema.model if ema else self.model
         g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
         c, s, bs = self.cfg.data.channels, self.cfg.data.image_size, batch_size or sc.batch_size
-        out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
-                                     sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                                     generator=g, device=self.device, progress=progress)
-               for i in range(0, n, bs)]
+        with self.autocast():
+            out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
+                                         sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
+                                         generator=g, device=self.device, progress=progress)
+                   for i in range(0, n, bs)]
         return torch.cat(out).clamp(-1, 1).cpu()
 
 # %% ../nbs/06_train.ipynb #4abbaeaf
