@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline test check-export nbtest pytest lab bench export clean-nbs
+.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs
 
 setup: $(VENV)/.installed data
 
@@ -60,6 +60,16 @@ reproduce-all: setup
 		$(PAPERMILL) nbs/experiments/$$e.ipynb reports/$$e.ipynb -p preset_name $(PRESET) \
 			-p root $(RUNS) -p reports_dir reports $(GRID_ARGS) || exit 1; done
 	@echo "results: reports/*.md (.csv, .png), indexed in reports/README.md; run records in $(RUNS)/"
+
+# The confirmatory controls study (e11) at the fair preset, as reports/PROTOCOL.md fixes it: 2 bases x 3 refinement
+# seeds, the confirmatory arms, FD-domain on 5000 samples (+ Inception on 2048). Hours on 2 cores; resumable (rerun it).
+CONTROLS_ARGS ?= -y "bases: [0, 1]" -y "refine_seeds: [0, 1, 2]" -p arms confirmatory -p workers 2 -p n_samples 5000 \
+	-p n_real 10000 -p n_inception 2048 -p sample_steps 25 -p metric fair -p base_curve_every 500
+controls: setup
+	mkdir -p $(RUNS)
+	$(PAPERMILL) nbs/experiments/e11_controls.ipynb reports/e11_controls.ipynb -p preset_name fair \
+		-p root $(RUNS) -p reports_dir reports $(CONTROLS_ARGS)
+	@echo "results: reports/controls.md (.csv, .png); run records in $(RUNS)/e11_controls/"
 
 # The plain baseline DDPM alone (e00): samples, loss curve, held-out loss.
 reproduce-baseline: setup
