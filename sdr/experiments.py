@@ -39,14 +39,16 @@ class EvalConfig(ConfigBase):
     heldout: int = 2000              # test images for the held-out loss
     n_per_class: int = added_field(50, since='0.3')        # conditional runs: samples per class (per-class KID, accuracy)
     n_real_per_class: int = added_field(250, since='0.3')  # conditional runs: real test images per class (per-class KID)
-    n_inception: int = added_field(2048, since='0.4')      # metric 'fair': Inception FID/KID (secondary) of the first N samples
+    n_inception: int = added_field(1000, since='0.4')      # metric 'fair': Inception FID/KID (secondary) of the first N samples ...
+    n_real_inception: int = added_field(2500, since='0.4') # ... against this many test images (Inception costs ~0.13 s an image)
     base_curve_every: int = added_field(0, since='0.4')    # > 0: a base records its EMA held-out loss every N steps (plateau)
     def validate(self):
         check_int('n_samples', self.n_samples, 2); check_int('n_real', self.n_real, 2)
         check_int('sample_steps', self.sample_steps, 1); check_choice('metric', self.metric, ('auto', 'fair', 'none'))
         check_int('heldout', self.heldout, 1)
         check_int('n_per_class', self.n_per_class, 2); check_int('n_real_per_class', self.n_real_per_class, 2)
-        check_int('n_inception', self.n_inception, 2); check_int('base_curve_every', self.base_curve_every, 0)
+        check_int('n_inception', self.n_inception, 2); check_int('n_real_inception', self.n_real_inception, 2)
+        check_int('base_curve_every', self.base_curve_every, 0)
         if self.metric == 'fair' and self.n_inception > self.n_samples:
             raise ValueError(f'n_inception={self.n_inception} must be at most n_samples={self.n_samples} (a subset of the scored samples)')
 
@@ -100,19 +102,20 @@ def _score(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict
     from sdr import metrics
     if ev.metric == 'auto': return metrics.compute_fid(samples, data_cfg=cfg.data, split='test', n_real=ev.n_real)
     m = metrics.compute_fid(samples, data_cfg=cfg.data, split='test', n_real=ev.n_real, extractor='fd_domain')
-    inc = metrics.compute_fid(samples[:ev.n_inception], data_cfg=cfg.data, split='test', n_real=ev.n_real, extractor='inception')
+    inc = metrics.compute_fid(samples[:ev.n_inception], data_cfg=cfg.data, split='test', n_real=ev.n_real_inception,
+                              extractor='inception')
     return {**m, 'fid': inc['fid'], 'fid_ci': inc['fid_ci'], 'kid': inc['kid'], 'kid_std': inc['kid_std'],
-            'fid_n_gen': inc['n_gen'], 'fid_extractor': inc['extractor']}
+            'fid_n_gen': inc['n_gen'], 'fid_n_real': inc['n_real'], 'fid_extractor': inc['extractor']}
 
 def prepare_reference(configs: list[ExperimentConfig], ev: EvalConfig, *, progress: bool = True) -> None:
     "Compute (and cache) the real statistics once per dataset before the jobs start, so parallel jobs never race on them."
     if ev.metric == 'none': return
     from sdr import metrics
     for data in {c.data for c in configs}:
-        for name in (('auto',) if ev.metric == 'auto' else ('fd_domain', 'inception')):
+        for name, n_real in ((('auto', ev.n_real),) if ev.metric == 'auto' else (('fd_domain', ev.n_real), ('inception', ev.n_real_inception))):
             t0 = time.time()
             ex = metrics.resolve_extractor(name, data_cfg=data, progress=progress)
-            rs = metrics.real_stats(extractor=ex, data_cfg=data, split='test', n_real=ev.n_real, progress=progress)
+            rs = metrics.real_stats(extractor=ex, data_cfg=data, split='test', n_real=n_real, progress=progress)
             if progress: print(f"reference: {rs['n']} real {data.dataset} test images under {ex.name} "
                                f"({'cached' if rs['from_cache'] else f'{time.time() - t0:.0f} s'})", flush=True)
 
