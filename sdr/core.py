@@ -491,7 +491,7 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
             srd=SRDConfig(base_steps=6000, cycle=100, mfam_batch=64, mfam_sample_steps=25, n_real=4096, n_generated=4096,
                           highlighter_sample_steps=25,   # the highlighter and the mFAM see samples like the evaluated ones
                           highlighter=HighlighterConfig(widths=(32, 64), depths=(2, 2), hidden=64, image_size=16)),  # 8x8 FAMs
-            precision='auto')   # new presets: bf16 only where it pays (`resolve_precision`)
+            precision='fp32')   # pinned: the study spans sessions on different CPUs, where 'auto' resolves differently
     else:
         cfg = ExperimentConfig(
             name='paper', data=DataConfig(dataset='folder', data_dir='data/celeba_hq', image_size=128, channels=3),
