@@ -24,7 +24,8 @@ __all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'EvalConfig', 'bas
            'save_summary', 'check_grid', 'GridStopped', 'run_grid', 'run_job', 'find_trained_checkpoint',
            'trained_model', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'plot_table',
            'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'checked_records', 'report_experiment',
-           'cost_table_markdown', 'register_report', 'reports_index_markdown', 'MarkdownText']
+           'cost_table_markdown', 'register_report', 'reports_index_markdown', 'MarkdownText', 'publish_notebook',
+           'with_data_dir']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -207,7 +208,7 @@ def _execute(kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, bas
     cwd = Path.cwd() if cwd is None else Path(cwd)
     args = {'kind': kind, 'config_json': json.dumps(cfg.to_dict()), 'out_dir': str(out), 'eval_json': json.dumps(ev.to_dict()),
             'base_checkpoint': str(base_checkpoint or '')}
-    if kind == 'run' and notebook is not None and Path(notebook).exists():
+    if kind == 'run' and notebook is not None and Path(notebook).is_file():
         cmd = [sys.executable, '-m', 'papermill', str(notebook), str(out / 'run.ipynb'), '--no-progress-bar', '--cwd', str(cwd)]
         for k, v in args.items(): cmd += ['-p', k, v]
     else:
@@ -344,7 +345,8 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     if not configs: raise ValueError('configs is empty: nothing to run')
     cwd = Path.cwd()   # every relative path is resolved once, here, against the caller's directory; jobs run in it too
     ev, root = ev or EvalConfig(), (cwd / root).resolve()
-    notebook = RUN_NOTEBOOK if notebook is None else (cwd / notebook).resolve()
+    notebook = RUN_NOTEBOOK if notebook is None else (cwd / notebook).resolve() if notebook else None   # False: no notebook
+    if notebook is not None and not notebook.is_file(): raise FileNotFoundError(f'notebook={str(notebook)!r} is not a file')
     check_grid(configs, cwd=cwd)
     for c in configs:   # refuse damaged or stale records before any work
         out = run_dir_for(root, experiment, c)
@@ -788,3 +790,26 @@ class MarkdownText:
     def _repr_markdown_(self): return self.text
     def _repr_pretty_(self, p, cycle): p.text(self.text)
     def __repr__(self): return self.text
+
+def publish_notebook(new, dst, stamp=None, *summaries) -> Path:
+    """Move a successfully executed notebook `new` to `dst`, unless nothing ran: when `dst` exists and every grid summary
+    in `summaries` that exists is older than the file `stamp` (made before the run), no grid wrote anything, so `dst`
+    is kept byte for byte and `new` deleted: a rerun that changes nothing changes no tracked file (`make reproduce`)."""
+    new, dst = Path(new), Path(dst)
+    have = [Path(s) for s in summaries if Path(s).exists()]
+    if dst.exists() and stamp and have and all(s.stat().st_mtime <= Path(stamp).stat().st_mtime for s in have):
+        new.unlink(missing_ok=True)
+        print(f'{dst}: nothing ran, so the executed notebook is kept as it is')
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(new), dst)
+    print(f'{dst}: written')
+    return dst
+
+def with_data_dir(cfg: ExperimentConfig, data_dir) -> ExperimentConfig:
+    "`cfg` reading its images from `data_dir` ('' or None: unchanged). Only a 'folder' dataset reads a folder; a relative path stays relative (run ids do not depend on the machine): grids resolve it against their working directory."
+    if not data_dir: return cfg
+    if cfg.data.dataset != 'folder':
+        raise ValueError(f"data_dir={str(data_dir)!r} given, but this preset's dataset is {cfg.data.dataset!r}, which reads no "
+                         f"folder; allowed: data_dir with a 'folder' dataset (e.g. preset_name='paper'), or data_dir=''")
+    return cfg.replace(data=cfg.data.replace(data_dir=str(data_dir)))
