@@ -397,7 +397,8 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
             for p in list(procs): p.kill()
         threading.Thread(target=reaper, daemon=True, name='sdr-grid-reaper').start()
     me = [(os.getpid(), _proc_start(os.getpid()))]
-    jobs_watch = _watch_env(watched_pids() + me)   # jobs must not outlive this grid, nor what it must not outlive
+    jobs_watch = _watch_env(me)   # jobs must not outlive this grid (what the grid must not outlive, it watches itself:
+                                  # one stop signal per job, so the second-signal "stop now" never skips the checkpoint)
     watchdog = start_watchdog(stop, parent=False) if watched_pids() else None
     old_term = signal.signal(signal.SIGTERM, lambda s, f: stop('SIGTERM received')) if threading.current_thread() is threading.main_thread() else None
 
