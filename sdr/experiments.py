@@ -438,6 +438,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     # bases first; each run is submitted as soon as its base is done (runs without a base phase at once)
     waiting = {}
     for c in todo: waiting.setdefault(base_config_hash(c) if c.srd.base_steps > 0 else None, []).append(c)
+    saved = [time.time()]
     try:
         progress_so_far()
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -455,7 +456,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
                                 summary[status].append({'kind': 'run', 'name': r.name, 'seed': r.seed,
                                                         'error': 'its base run failed' if status == 'failed' else err})
                             else: pending.add(pool.submit(job, 'run', r))
-                if done: progress_so_far()
+                if done or time.time() - saved[0] > 30: progress_so_far(); saved[0] = time.time()   # a SIGKILL leaves a lower bound
     finally:
         if watchdog is not None: watchdog.set()
         if old_term is not None: signal.signal(signal.SIGTERM, old_term)

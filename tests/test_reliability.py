@@ -99,3 +99,6 @@ def test_no_process_of_a_killed_grid_remains(tmp_path, how):
     for pid in left: os.kill(pid, signal.SIGKILL)   # clean up before failing
     assert not left, f'{len(left)} processes of the grid outlived it by 8 s'
     print(f'{how}: all processes gone {time.time() - t1:.1f} s after the kill')
+    if how == 'SIGKILL':   # the grid itself died: its wall time so far survives, marked as a lower bound
+        hist = json.loads((tmp_path / 'g' / 'summary.json').read_text())['history']
+        assert hist[-1].get('running') and 'wall_seconds' in hist[-1], hist
