@@ -756,7 +756,8 @@ def register_report(reports_dir, experiment: str, **entry) -> Path:
     idx = load_json(idx_path) if idx_path.exists() else {}
     old = idx.get(experiment, {})
     entry = json.loads(json.dumps(entry, default=str))   # as it will read back
-    if {k: v for k, v in old.items() if k != 'updated'} != entry or 'updated' not in old:   # unchanged: no new timestamp
+    same = lambda d: {k: v for k, v in d.items() if k != 'updated' and v is not None}   # a key absent = a key set to None
+    if same(old) != same(entry) or 'updated' not in old:   # unchanged: no new timestamp
         idx[experiment] = {**entry, 'updated': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
         save_json(idx, idx_path)
     readme = reports_index_markdown(idx, reports_dir)
