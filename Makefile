@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline test check-export nbtest pytest lab bench export clean-nbs
+.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs
 
 setup: $(VENV)/.installed data
 
@@ -55,19 +55,19 @@ else
 REPORTS ?= local/reports
 endif
 
-# $(call grid,<experiment notebook>): papermill into a temporary notebook; it replaces $(REPORTS)/<e>.ipynb only when it
+# $(call grid,<experiment notebook>[,<preset>,<arguments>,<reports folder>]): papermill into a temporary notebook; it replaces $(REPORTS)/<e>.ipynb only when it
 # succeeded and a grid ran something (a no-op rerun keeps the executed notebook byte for byte); a failed one goes to
 # local/failed/ and the committed one is untouched. SDR_WATCH_PIDS: make and this shell; the grid and its jobs
 # checkpoint and stop when either dies (SIGTERM, SIGKILL of make's process group, the terminal closing).
 define grid
-	@mkdir -p $(RUNS) $(REPORTS) local/failed
+	@mkdir -p $(RUNS) $(or $(4),$(REPORTS)) local/failed
 	@stamp=$$(mktemp local/.stamp.XXXXXX); tmp=local/.$(1).$$$$.ipynb; \
-	if SDR_WATCH_PIDS="$$PPID $$$$" $(PAPERMILL) nbs/experiments/$(1).ipynb $$tmp -p preset_name $(PRESET) \
-		-p root $(RUNS) -p reports_dir $(REPORTS) $(if $(DATA_DIR),-p data_dir $(DATA_DIR)) $(GRID_ARGS); then \
+	if SDR_WATCH_PIDS="$$PPID $$$$" $(PAPERMILL) nbs/experiments/$(1).ipynb $$tmp -p preset_name $(or $(2),$(PRESET)) \
+		-p root $(RUNS) -p reports_dir $(or $(4),$(REPORTS)) $(if $(DATA_DIR),-p data_dir $(DATA_DIR)) $(or $(3),$(GRID_ARGS)); then \
 	  $(PY) -c "import sys; from sdr.experiments import publish_notebook; publish_notebook(*sys.argv[1:])" \
-		$$tmp $(REPORTS)/$(1).ipynb $$stamp $(RUNS)/$(1)/summary.json; rm -f $$stamp; \
+		$$tmp $(or $(4),$(REPORTS))/$(1).ipynb $$stamp $(RUNS)/$(1)/summary.json; rm -f $$stamp; \
 	else rc=$$?; mv -f $$tmp local/failed/$(1).ipynb 2>/dev/null; rm -f $$stamp; \
-	  echo "$(1) failed (exit $$rc): executed notebook in local/failed/$(1).ipynb; $(REPORTS)/$(1).ipynb is untouched"; exit $$rc; fi
+	  echo "$(1) failed (exit $$rc): executed notebook in local/failed/$(1).ipynb; $(or $(4),$(REPORTS))/$(1).ipynb is untouched"; exit $$rc; fi
 endef
 
 reproduce: setup
@@ -78,11 +78,23 @@ reproduce-ablation: reproduce
 
 # Every table (e01-e10); finished runs are skipped, identical runs shared between tables are reused.
 reproduce-all: setup $(addprefix grid-,$(EXPERIMENTS))
+	@echo "results: $(REPORTS)/*.md (.csv, .png), indexed in $(REPORTS)/README.md; run records in $(RUNS)/"
 
 grid-%: setup
 	$(call grid,$*)
 
-	@echo "results: $(REPORTS)/*.md (.csv, .png), indexed in $(REPORTS)/README.md; run records in $(RUNS)/"
+# The confirmatory controls study (e11) at the fair preset, as reports/PROTOCOL.md fixes it: 2 bases x 3 refinement
+# seeds, the confirmatory arms, FD-domain on 5000 samples (+ Inception on 2048). Hours on 2 cores; resumable (rerun it).
+CONTROLS_ARGS ?= -y "bases: [0, 1]" -y "refine_seeds: [0, 1, 2]" -p arms confirmatory -p workers 2 -p n_samples 5000 \
+	-p n_real 10000 -p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p metric fair -p base_curve_every 500
+ifeq ($(origin RUNS)$(origin CONTROLS_ARGS)$(DATA_DIR),filefile)
+CONTROLS_REPORTS ?= reports
+else
+CONTROLS_REPORTS ?= local/reports
+endif
+controls: setup
+	$(call grid,e11_controls,fair,$(CONTROLS_ARGS),$(CONTROLS_REPORTS))
+	@echo "results: $(CONTROLS_REPORTS)/controls.md (.csv, .png); run records in $(RUNS)/e11_controls/"
 
 # The plain baseline DDPM alone (e00): samples, loss curve, held-out loss.
 reproduce-baseline: setup

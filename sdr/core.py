@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #84812d3c
 from __future__ import annotations
-import dataclasses, hashlib, importlib.util, json, math, os, random, sys, tempfile
+import contextlib, dataclasses, hashlib, importlib.util, json, math, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MFAM_MODES', 'PRESETS', 'patch_torchvision', 'import_torchvision', 'pick_device',
-           'check_range', 'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator',
-           'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig',
-           'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig',
-           'ExperimentConfig', 'preset', 'save_json', 'load_json', 'check_notebook_parameters']
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS', 'PRESETS', 'patch_torchvision',
+           'import_torchvision', 'pick_device', 'check_range', 'check_int', 'check_choice', 'seed_everything',
+           'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig',
+           'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig',
+           'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json',
+           'check_notebook_parameters', 'cpu_flags', 'resolve_precision', 'precision_context']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -267,6 +268,7 @@ class TrainConfig(ConfigBase):
         check_int('log_every', self.log_every, 1)
 
 MECHANISMS = ('none', 'forward', 'reverse', 'combined')
+MAP_CONTROLS = ('none', 'uniform', 'centre', 'permuted', 'untrained')   # 'none': the flaw map itself (notebook 05)
 
 @_register
 @dataclass(frozen=True)
@@ -319,8 +321,24 @@ class SRDConfig(ConfigBase):
     n_generated: int = 1024          # EMA samples it sees (drawn at the phase boundary)
     highlighter_sample_steps: int = 10  # DDIM steps for those samples
     highlighter: HighlighterConfig = field(default_factory=HighlighterConfig)
+    # controls of the study (notebook 05): the map SRD uses instead of the flaw map, modulation kept at sampling time,
+    # and a refinement phase reseeded away from the base's streams (a placebo for the baseline; None: the base's streams)
+    map_control: str = added_field('none', since='0.4')
+    sample_modulation: bool = added_field(False, since='0.4')
+    refine_seed: int | None = added_field(None, since='0.4')
     def validate(self):
         check_choice('mechanism', self.mechanism, MECHANISMS)
+        check_choice('map_control', self.map_control, MAP_CONTROLS)
+        check_choice('sample_modulation', self.sample_modulation, (False, True))
+        if self.refine_seed is not None: check_int('refine_seed', self.refine_seed, 0, 2**62)
+        if self.map_control != 'none' and self.mechanism == 'none':
+            raise ValueError(f"map_control={self.map_control!r} replaces the map of an SRD mechanism, but mechanism='none' uses "
+                             "no map: choose mechanism in ('forward', 'reverse', 'combined') or map_control='none'")
+        if self.sample_modulation and self.mechanism not in ('reverse', 'combined'):
+            raise ValueError(f"sample_modulation=True keeps the attention modulation at sampling time, but mechanism={self.mechanism!r} "
+                             "does not modulate attention: use mechanism 'reverse' or 'combined'")
+        if self.sample_modulation and self.proj != 'none':
+            raise ValueError(f"sample_modulation=True needs proj='none' (the learned projections are not in the EMA model); got proj={self.proj!r}")
         check_range('lambda_f', self.lambda_f, 0.0); check_range('lambda_r', self.lambda_r, 0.0)
         check_choice('forward_variant', self.forward_variant, ('paper', 'uvit_code', 'adm_code'))
         check_choice('proj', self.proj, ('none', 'conv'))
@@ -387,6 +405,8 @@ class ConditionalConfig(ConfigBase):
                              'trains one: use p_uncond in (0, 1) or guidance_scale=1')
 
 # %% ../nbs/00_core.ipynb #9af2bf86
+PRECISIONS = ('auto', 'fp32', 'bf16')
+
 @_register
 @dataclass(frozen=True)
 class ExperimentConfig(ConfigBase):
@@ -401,8 +421,10 @@ class ExperimentConfig(ConfigBase):
     srd: SRDConfig = field(default_factory=SRDConfig)
     autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
     conditional: ConditionalConfig | None = added_field(None, since='0.3')   # set: class-conditional (08a_conditional)
+    precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16': see `resolve_precision`
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
+        check_choice('precision', self.precision, PRECISIONS)
         ae = self.autoencoder
         if ae is not None:
             if not isinstance(ae, AutoencoderConfig): raise ValueError(f'autoencoder must be an AutoencoderConfig or None, got {type(ae).__name__}')
@@ -412,6 +434,8 @@ class ExperimentConfig(ConfigBase):
             if self.srd.mechanism not in ('none', 'reverse'):
                 raise ValueError(f"srd.mechanism={self.srd.mechanism!r}: latent diffusion uses the reverse mechanism only; allowed ('none', 'reverse')")
         co = self.conditional
+        if co is not None and self.srd.sample_modulation:
+            raise ValueError('srd.sample_modulation=True is not implemented for conditional models; set it to False')
         if co is not None:
             if not isinstance(co, ConditionalConfig): raise ValueError(f'conditional must be a ConditionalConfig or None, got {type(co).__name__}')
             if ae is not None: raise ValueError('conditional and autoencoder are both set: conditional latent diffusion is not implemented; set one of them to None')
@@ -432,7 +456,7 @@ class ExperimentConfig(ConfigBase):
             if r not in sides: raise ValueError(f'attention_resolutions contains {r}; allowed feature-map sides {sorted(sides)}')
 
 # %% ../nbs/00_core.ipynb #5dd9c269
-PRESETS = ('smoke', 'cpu', 'paper')
+PRESETS = ('smoke', 'cpu', 'fair', 'paper')
 
 def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
     "The named preset as an `ExperimentConfig`; keyword `overrides` replace top-level fields (e.g. `seed=1`)."
@@ -457,6 +481,17 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
             sample=SampleConfig(steps=50, n_samples=64, batch_size=64),
             srd=SRDConfig(base_steps=1000, cycle=100, mfam_batch=16, mfam_sample_steps=10, n_real=2048, n_generated=2048,
                           highlighter=HighlighterConfig(image_size=16)))
+    elif name == 'fair':   # the confirmatory study's scale (reports/PROTOCOL.md): base to a plateau, 10 EMA horizons of refinement
+        cfg = ExperimentConfig(
+            name='fair', data=DataConfig(image_size=16),
+            unet=UNetConfig(base_channels=32, channel_mults=(1, 2, 2), attention_resolutions=(8, 4), num_heads=4),
+            diffusion=DiffusionConfig(timesteps=1000),
+            train=TrainConfig(steps=7000, batch_size=64, lr=2e-4, warmup_steps=100, checkpoint_every=500, ema_decay=0.99),
+            sample=SampleConfig(steps=25, n_samples=64, batch_size=256),
+            srd=SRDConfig(base_steps=6000, cycle=100, mfam_batch=64, mfam_sample_steps=25, n_real=4096, n_generated=4096,
+                          highlighter_sample_steps=25,   # the highlighter and the mFAM see samples like the evaluated ones
+                          highlighter=HighlighterConfig(widths=(32, 64), depths=(2, 2), hidden=64, image_size=16)),  # 8x8 FAMs
+            precision='auto')   # new presets: bf16 only where it pays (`resolve_precision`)
     else:
         cfg = ExperimentConfig(
             name='paper', data=DataConfig(dataset='folder', data_dir='data/celeba_hq', image_size=128, channels=3),
@@ -534,3 +569,32 @@ def check_notebook_parameters() -> list[str]:
         raise ValueError(f'unknown notebook parameter(s) {unknown}: this notebook accepts {allowed} (a typo? papermill '
                          f'itself only warns "Passed unknown parameter" and would run with the defaults)')
     return given
+
+# %% ../nbs/00_core.ipynb #5e7f31e0
+def cpu_flags() -> frozenset[str]:
+    "The CPU's ISA flags as `/proc/cpuinfo` lists them (`lscpu`'s Flags); empty where there is no such file."
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'): return frozenset(line.split(':', 1)[1].split())
+    except OSError: pass
+    return frozenset()
+
+def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu', *, flags: Iterable[str] | None = None) -> str:
+    """'fp32' or 'bf16' for `precision` ('auto' | 'fp32' | 'bf16') on `device`. 'auto': bf16 on a CUDA GPU that supports it
+    and on a CPU with AMX-BF16 (`flags`: the CPU's ISA flags, default `cpu_flags()`), fp32 everywhere else."""
+    check_choice('precision', precision, PRECISIONS)
+    dev = torch.device(device)
+    if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision='bf16' on {dev}: this GPU does not support bfloat16; use 'fp32' or 'auto'")
+    if precision != 'auto': return precision
+    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
+    if dev.type == 'cpu': return 'bf16' if 'amx_bf16' in (cpu_flags() if flags is None else frozenset(flags)) else 'fp32'
+    return 'fp32'
+
+def precision_context(precision: str, device: torch.device | str = 'cpu'):
+    "The context of a resolved precision: bf16 autocast on `device` for 'bf16', a no-op for 'fp32'."
+    check_choice('precision', precision, ('fp32', 'bf16'))
+    if precision == 'fp32': return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+

@@ -12,20 +12,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_int, check_choice, check_range, config_hash,
+from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_int, check_choice, check_range, config_hash, cpu_flags,
                       derive_seed, load_json, save_json)
 from .data import load_dataset, save_image_grid
+from .stats import change_tests, family_verdicts, noise_floor_sd, t_interval
 from .train import SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, plot_mfam_history
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer',
-           'train_base', 'prepare_reference', 'run_experiment', 'watched_pids', 'start_watchdog', 'run_lock',
-           'StaleRecord', 'check_record', 'is_finished', 'hardware', 'find_finished_elsewhere', 'copy_run_record',
-           'save_summary', 'check_grid', 'GridStopped', 'run_grid', 'run_job', 'find_trained_checkpoint',
-           'trained_model', 't_quantile_975', 'mean_ci', 'collect', 'summarize', 'table_markdown', 'plot_table',
-           'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'checked_records', 'report_experiment',
-           'cost_table_markdown', 'register_report', 'reports_index_markdown', 'MarkdownText', 'publish_notebook',
-           'with_data_dir']
+__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'CPU_RERUN', 'EvalConfig', 'base_dir_for', 'run_dir_for',
+           'make_trainer', 'train_base', 'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance',
+           'run_experiment', 'watched_pids', 'start_watchdog', 'run_lock', 'StaleRecord', 'check_record', 'is_finished',
+           'hardware', 'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped',
+           'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'mean_ci', 'collect', 'summarize',
+           'mechanism_rows', 'rerun_floor_sd', 'verdict_rule_markdown', 'table_markdown', 'verdict_color', 'plot_table',
+           'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'default_floor_sd', 'checked_records',
+           'report_experiment', 'cost_table_markdown', 'register_report', 'reports_index_markdown', 'MarkdownText',
+           'publish_notebook', 'with_data_dir']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -35,15 +37,22 @@ class EvalConfig(ConfigBase):
     n_samples: int = 500             # generated images scored (FID is biased in N: compare equal N only)
     n_real: int = 2500               # real test images (> 2048 so the Inception covariance can be full rank)
     sample_steps: int = 50           # DDIM steps
-    metric: str = 'auto'             # 'auto' (FID+KID if the Inception weights exist, else FD-domain) | 'none'
+    metric: str = 'auto'             # 'auto' (FID+KID if the Inception weights exist, else FD-domain) | 'fair' | 'none'
     heldout: int = 2000              # test images for the held-out loss
     n_per_class: int = added_field(50, since='0.3')        # conditional runs: samples per class (per-class KID, accuracy)
     n_real_per_class: int = added_field(250, since='0.3')  # conditional runs: real test images per class (per-class KID)
+    n_inception: int = added_field(1000, since='0.4')      # metric 'fair': Inception FID/KID (secondary) of the first N samples ...
+    n_real_inception: int = added_field(2500, since='0.4') # ... against this many test images (Inception costs ~0.13 s an image)
+    base_curve_every: int = added_field(0, since='0.4')    # > 0: a base records its EMA held-out loss every N steps (plateau)
     def validate(self):
         check_int('n_samples', self.n_samples, 2); check_int('n_real', self.n_real, 2)
-        check_int('sample_steps', self.sample_steps, 1); check_choice('metric', self.metric, ('auto', 'none'))
+        check_int('sample_steps', self.sample_steps, 1); check_choice('metric', self.metric, ('auto', 'fair', 'none'))
         check_int('heldout', self.heldout, 1)
         check_int('n_per_class', self.n_per_class, 2); check_int('n_real_per_class', self.n_real_per_class, 2)
+        check_int('n_inception', self.n_inception, 2); check_int('n_real_inception', self.n_real_inception, 2)
+        check_int('base_curve_every', self.base_curve_every, 0)
+        if self.metric == 'fair' and self.n_inception > self.n_samples:
+            raise ValueError(f'n_inception={self.n_inception} must be at most n_samples={self.n_samples} (a subset of the scored samples)')
 
 # %% ../nbs/09_experiments.ipynb #6a2a0469
 def base_dir_for(root: str | os.PathLike, experiment: str, cfg: ExperimentConfig) -> Path:
@@ -65,32 +74,79 @@ def make_trainer(cfg: ExperimentConfig, out_dir, *, base_checkpoint=None, device
     ae = load_autoencoder(ae_path, device=device)[0] if ae_path is not None and ae_path.exists() else None
     return LatentSRDTrainer(cfg, out_dir, autoencoder=ae, device=device, progress=progress, base_checkpoint=base_checkpoint)
 
-def train_base(cfg: ExperimentConfig, base_dir, *, device=None, progress: bool = False) -> Path:
-    "Train the base phase of `cfg` into `base_dir` (idempotent); returns its checkpoint path."
+def train_base(cfg: ExperimentConfig, base_dir, *, device=None, progress: bool = False, curve_every: int = 0,
+               heldout: int = 2000) -> Path:
+    """Train the base phase of `cfg` into `base_dir` (idempotent); returns its checkpoint path. `curve_every` > 0: stop every
+    that many steps to record the EMA model's held-out loss (`heldout` test images) in `curve.json` (resumable; the
+    trajectory is the same as without stops), the evidence for a plateau."""
     base_dir = Path(base_dir)
     bc = base_config(cfg)
     save_json(bc.to_dict(), base_dir / 'config.json')
     tr = make_trainer(bc, base_dir / 'train', device=device, progress=progress)
-    if not (tr.resume() and tr.step >= cfg.srd.base_steps): tr.fit(until=cfg.srd.base_steps)
+    resumed = tr.resume()
+    if curve_every:
+        curve_path, test = base_dir / 'curve.json', load_dataset(cfg.data, 'test')[0][:heldout]
+        curve = load_json(curve_path) if curve_path.exists() else []
+        for k in range(curve_every, cfg.srd.base_steps + 1, curve_every):
+            if any(p['step'] == k for p in curve): continue
+            if tr.step > k: continue   # passed before the curve was asked for
+            tr.fit(until=k, resume=False)
+            curve.append({'step': k, 'heldout_loss': tr.eval_loss(test)}); save_json(curve, curve_path)
+    if not (resumed and tr.step >= cfg.srd.base_steps): tr.fit(until=cfg.srd.base_steps, resume=False)
     save_json({'step': tr.step, 'train_seconds': tr.train_seconds}, base_dir / 'done.json')
     return tr.checkpoint_path
 
 def _score(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict:
-    "FID/KID (or the labelled FD-domain fallback when the Inception weights are missing) vs the test split, with CI and n."
+    """FID/KID (or the labelled FD-domain fallback when the Inception weights are missing) vs the test split, with CI and n.
+    metric 'fair' (the confirmatory study): FD-domain/KD-domain of every sample (primary), and Inception FID/KID of the first
+    `ev.n_inception` samples (secondary, keys `fid`, `kid`, `fid_n_gen`)."""
     if ev.metric == 'none': return {}
     from sdr import metrics
-    return metrics.compute_fid(samples, data_cfg=cfg.data, split='test', n_real=ev.n_real)
+    if ev.metric == 'auto': return metrics.compute_fid(samples, data_cfg=cfg.data, split='test', n_real=ev.n_real)
+    m = metrics.compute_fid(samples, data_cfg=cfg.data, split='test', n_real=ev.n_real, extractor='fd_domain')
+    inc = metrics.compute_fid(samples[:ev.n_inception], data_cfg=cfg.data, split='test', n_real=ev.n_real_inception,
+                              extractor='inception')
+    return {**m, 'fid': inc['fid'], 'fid_ci': inc['fid_ci'], 'kid': inc['kid'], 'kid_std': inc['kid_std'],
+            'fid_n_gen': inc['n_gen'], 'fid_n_real': inc['n_real'], 'fid_extractor': inc['extractor']}
 
 def prepare_reference(configs: list[ExperimentConfig], ev: EvalConfig, *, progress: bool = True) -> None:
     "Compute (and cache) the real statistics once per dataset before the jobs start, so parallel jobs never race on them."
     if ev.metric == 'none': return
     from sdr import metrics
     for data in {c.data for c in configs}:
-        t0 = time.time()
-        ex = metrics.resolve_extractor('auto', data_cfg=data, progress=progress)
-        rs = metrics.real_stats(extractor=ex, data_cfg=data, split='test', n_real=ev.n_real, progress=progress)
-        if progress: print(f"reference: {rs['n']} real {data.dataset} test images under {ex.name} "
-                           f"({'cached' if rs['from_cache'] else f'{time.time() - t0:.0f} s'})", flush=True)
+        for name, n_real in ((('auto', ev.n_real),) if ev.metric == 'auto' else (('fd_domain', ev.n_real), ('inception', ev.n_real_inception))):
+            t0 = time.time()
+            ex = metrics.resolve_extractor(name, data_cfg=data, progress=progress)
+            rs = metrics.real_stats(extractor=ex, data_cfg=data, split='test', n_real=n_real, progress=progress)
+            if progress: print(f"reference: {rs['n']} real {data.dataset} test images under {ex.name} "
+                               f"({'cached' if rs['from_cache'] else f'{time.time() - t0:.0f} s'})", flush=True)
+
+def code_version() -> dict:
+    "The git commit of the code that runs (and whether its tracked files differ from it), or None outside a checkout."
+    here = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
+    git = lambda *a: subprocess.run(['git', '-C', str(here), *a], capture_output=True, text=True, timeout=30)
+    try:
+        head = git('rev-parse', 'HEAD')
+        if head.returncode != 0: return {'commit': None}
+        dirty = git('status', '--porcelain', '--untracked-files=no', '--', ':/sdr', ':/nbs', ':/settings.ini', ':/setup.py').stdout.strip()
+        return {'commit': head.stdout.strip(), 'dirty': bool(dirty)}
+    except (OSError, subprocess.SubprocessError): return {'commit': None}
+
+def cpu_facts() -> dict:
+    "The CPU model and the ISA flags that decide precision and speed (`cpu_flags`; the model from /proc/cpuinfo, else platform)."
+    import platform
+    model = platform.processor() or platform.machine()
+    try: model = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')), model)
+    except OSError: pass
+    return {'cpu_model': model, 'cpu_flags': sorted(cpu_flags() & {'amx_bf16', 'amx_tile', 'avx512_bf16', 'avx512f', 'avx2'})}
+
+def run_provenance(cfg: ExperimentConfig) -> dict:
+    "What a run record says about its unit and where it ran: code version, torch, hardware; the controls it used."
+    s = cfg.srd
+    return {'unit': str(cfg.seed) if s.refine_seed is None else f'{cfg.seed}/{s.refine_seed}', 'refine_seed': s.refine_seed,
+            'map_control': s.map_control, 'sample_modulation': s.sample_modulation, 'code': code_version(),
+            'torch': torch.__version__, 'threads': torch.get_num_threads(), **cpu_facts(),
+            'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}
 
 def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = None, base_checkpoint=None,
                    device=None, progress: bool = False) -> dict:
@@ -114,7 +170,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
          'steps': tr.step, 'base_steps': cfg.srd.base_steps, 'heldout_loss': tr.eval_loss(heldout),
          'train_seconds': round(tr.train_seconds, 2), 'srd_seconds': {k: round(v, 2) for k, v in tr.srd_seconds.items()},
          'sample_seconds': round(sample_seconds, 2), 'n_samples': ev.n_samples,
-         'highlighter_accuracy': (tr.highlighter_report or {}).get('accuracy')}
+         'highlighter_accuracy': (tr.highlighter_report or {}).get('accuracy'), **run_provenance(cfg),
+         'precision': tr.precision,   # after 'auto' resolved (see sdr.core.resolve_precision)
+         'mfam_stats': [{k: h[k] for k in ('step', 'peak', 'mean', 'spread') if k in h} for h in tr.mfam_history]}
     t2 = time.time()
     m.update(_score(samples, cfg, ev))
     if co is not None:
@@ -315,10 +373,12 @@ def check_grid(configs: list, *, cwd: Path) -> None:
     seen = {}
     for i, c in enumerate(configs):
         if not isinstance(c, ExperimentConfig): raise TypeError(f'configs[{i}] is a {type(c).__name__}; expected an ExperimentConfig')
-        k = (c.name, c.seed)
+        rs = getattr(c.srd, 'refine_seed', None)   # a table's unit: the seed, and the refinement seed where one is set
+        k = (c.name, c.seed, rs)
         if k in seen:
-            raise ValueError(f'configs[{seen[k]}] and configs[{i}] are both name={c.name!r}, seed={c.seed}: duplicate grid '
-                             f'entries (the table keeps one run per name and seed); allowed: each (name, seed) once')
+            raise ValueError(f'configs[{seen[k]}] and configs[{i}] are both name={c.name!r}, seed={c.seed}'
+                             + (f', srd.refine_seed={rs}' if rs is not None else '') + ': duplicate grid entries (the table '
+                             f'keeps one run per name and unit); allowed: each (name, seed, refine_seed) once')
         seen[k] = i
         s = c.srd
         if s.mechanism != 'none' and s.base_steps >= c.train.steps:
@@ -490,7 +550,7 @@ def run_job(kind: str, config_json: str, out_dir: str, eval_json: str, base_chec
     ev = EvalConfig.from_dict(json.loads(eval_json))
     watch = _stop_with_grid()
     try:
-        if kind == 'base': return train_base(cfg, out_dir)
+        if kind == 'base': return train_base(cfg, out_dir, curve_every=ev.base_curve_every, heldout=ev.heldout)
         return run_experiment(cfg, out_dir, ev=ev, base_checkpoint=base_checkpoint or None)
     finally:
         if watch is not None: watch.set()
@@ -531,83 +591,129 @@ def trained_model(cfg: ExperimentConfig, root, experiment: str, *, device=None, 
     return tr
 
 # %% ../nbs/09_experiments.ipynb #62d65809
-def t_quantile_975(df: int) -> float:
-    "Two-sided 95 % Student-t critical value (table for small df, normal beyond)."
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-             12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-    if df < 1: return float('nan')
-    if df in table: return table[df]
-    keys = sorted(table)
-    return table[max(k for k in keys if k <= df)] if df < 30 else 1.96 + (2.042 - 1.96) * 30 / df
-
-def mean_ci(values) -> tuple[float, float, float, int]:
-    "(mean, lo, hi, n) with a 95 % t interval; lo = hi = nan when n < 2."
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    n = len(v)
-    if n == 0: return float('nan'), float('nan'), float('nan'), 0
-    m = float(v.mean())
-    if n < 2: return m, float('nan'), float('nan'), n
-    h = t_quantile_975(n - 1) * float(v.std(ddof=1)) / math.sqrt(n)
-    return m, m - h, m + h, n
+def mean_ci(values, *, floor_sd: float = 0.0) -> tuple[float, float, float, int]:
+    "(mean, lo, hi, n) with a 95 % Student-t interval (scipy; SD floored at `floor_sd`); lo = hi = nan when n < 2."
+    return t_interval(values, floor_sd=floor_sd)
 
 def collect(root, experiment: str) -> list[dict]:
     "Every finished run record of an experiment."
     return [load_json(p) for p in sorted((Path(root) / experiment).glob('*/metrics.json'))]
 
+def _paired_pct(a: dict, b: dict) -> list[float]:
+    "Per unit present in both: 100 (a - b) / b."
+    return [100 * (a[u] - b[u]) / b[u] for u in sorted(set(a) & set(b), key=str)]
+
 def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = 'fid', baseline: str | dict = 'baseline',
               paper: dict | None = None, paper_change: dict | None = None, order: list | None = None,
-              higher_is_better: bool = False) -> list[dict]:
-    """Rows: variant, mean ± CI over seeds, n, paper, change vs the same seed's baseline with its CI, verdict.
+              higher_is_better: bool = False, unit_key: str = 'seed', margin: float = 1.0, floor_sd: float = 0.0,
+              alpha: float = 0.05, confirmatory=()) -> list[dict]:
+    """Rows: variant, status, mean ± CI over units, n, paper, the paired change vs the same unit's baseline with its CI,
+    the two-part verdict (`direction`, `size`; see `sdr.stats`), and the held-out loss with its paired change.
     `baseline` is one variant name, or a dict variant -> its own baseline (e.g. each model family's plain run);
     `paper_change` gives the paper's relative change in % where it reports no absolute number;
-    `higher_is_better` (e.g. class accuracy) makes an increase the reproduced direction."""
-    paper, paper_change = paper or {}, paper_change or {}
-    by = {}
+    `higher_is_better` (e.g. class accuracy) makes an increase the better direction; `confirmatory` names the rows the
+    protocol governs (the others are exploratory; Holm runs within each status)."""
+    check_range('floor_sd', floor_sd, 0.0); check_range('alpha', alpha, 0.0, 1.0, lo_incl=False, hi_incl=False)
+    paper, paper_change, confirmatory = paper or {}, paper_change or {}, set(confirmatory)
+    by, loss = {}, {}
     for r in records:
-        if r.get(metric) is not None: by.setdefault(r[variant_key], {})[r['seed']] = r[metric]
+        if r.get(metric) is not None: by.setdefault(r[variant_key], {})[r[unit_key]] = r[metric]
+        if r.get('heldout_loss') is not None: loss.setdefault(r[variant_key], {})[r[unit_key]] = r['heldout_loss']
     rows = []
     for v in (order or sorted(by)):
         if v not in by: continue
         b = baseline.get(v) if isinstance(baseline, dict) else baseline
         m, lo, hi, n = mean_ci(by[v].values())
-        row = {'variant': v, 'mean': m, 'ci_lo': lo, 'ci_hi': hi, 'n_seeds': n, 'paper': paper.get(v), 'baseline': b}
-        base = by.get(b, {})
-        seeds = sorted(set(by[v]) & set(base))
-        if b is not None and v != b and seeds:
-            rel = [100 * (by[v][s] - base[s]) / base[s] for s in seeds]
-            dm, dlo, dhi, dn = mean_ci(rel)
-            row.update(change_pct=dm, change_ci_lo=dlo, change_ci_hi=dhi)
+        row = {'variant': v, 'status': 'confirmatory' if v in confirmatory else 'exploratory', 'mean': m, 'ci_lo': lo,
+               'ci_hi': hi, 'n_seeds': n, 'paper': paper.get(v), 'baseline': b,
+               'heldout_loss': float(np.mean(list(loss[v].values()))) if loss.get(v) else None}
+        rel = _paired_pct(by[v], by.get(b, {})) if b is not None and v != b else []
+        if rel:
             pb = paper.get(b)
-            row['paper_change_pct'] = (100 * (paper[v] - pb) / pb if v in paper and pb else paper_change.get(v))
-            better, worse_or_same = (dlo > 0, dhi <= 0) if higher_is_better else (dhi < 0, dlo >= 0)
-            row['verdict'] = ('inconclusive' if dn < 2 or not np.isfinite(dlo) else
-                              'reproduced' if better else 'not reproduced' if worse_or_same else 'inconclusive')
+            pc = 100 * (paper[v] - pb) / pb if v in paper and pb else paper_change.get(v)
+            dm, dlo, dhi, _ = mean_ci(rel, floor_sd=floor_sd)
+            row.update(change_pct=dm, change_ci_lo=dlo, change_ci_hi=dhi, paper_change_pct=pc, n_paired=len(rel),
+                       **change_tests(rel, paper_change=pc, margin=margin, floor_sd=floor_sd, higher_is_better=higher_is_better))
+            lrel = _paired_pct(loss.get(v, {}), loss.get(b, {}))
+            if lrel: row['heldout_change_pct'], row['heldout_change_ci_lo'], row['heldout_change_ci_hi'], _ = mean_ci(lrel)
         rows.append(row)
+    for status in ('confirmatory', 'exploratory'):
+        family_verdicts([r for r in rows if r['status'] == status and 'p_better' in r], alpha=alpha, margin=margin)
+    for r in rows:
+        if 'direction' in r: r['verdict'] = r['direction'] + ('' if r['size'] is None else f"; size {r['size']}")
     return rows
+
+def mechanism_rows(records: list[dict], *, arm: str, controls: list, baseline: str = 'baseline', metric: str = 'fid',
+                   unit_key: str = 'seed', margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05,
+                   higher_is_better: bool = False) -> list[dict]:
+    """Does the flaw map matter? Per control: the paired difference (arm - control) / baseline in % over shared units,
+    its CI and direction verdict ('improves' = the flaw-map arm is better than the control), Holm across the controls."""
+    by = {}
+    for r in records:
+        if r.get(metric) is not None: by.setdefault(r['name'], {})[r[unit_key]] = r[metric]
+    rows = []
+    for c in controls:
+        units = sorted(set(by.get(arm, {})) & set(by.get(c, {})) & set(by.get(baseline, {})), key=str)
+        d = [100 * (by[arm][u] - by[c][u]) / by[baseline][u] for u in units]
+        m, lo, hi, n = mean_ci(d, floor_sd=floor_sd)
+        rows.append({'arm': arm, 'control': c, 'diff_pct': m, 'ci_lo': lo, 'ci_hi': hi, 'n_paired': n,
+                     **change_tests(d, margin=margin, floor_sd=floor_sd, higher_is_better=higher_is_better)})
+    return family_verdicts(rows, alpha=alpha, margin=margin)
+
+def rerun_floor_sd(committed_dir, rerun_dir, *, metric: str = 'fid', baseline: str = 'baseline') -> float:
+    """The noise floor of one training (SD of a unit change, in %) from the same configs trained twice: the runs of
+    `rerun_dir` against the committed records of the same run ids in `committed_dir` (non-baseline runs; see `noise_floor_sd`)."""
+    diffs = []
+    for p in sorted(Path(rerun_dir).glob('*/metrics.json')):
+        q = Path(committed_dir) / p.parent.name / 'metrics.json'
+        if not q.exists(): continue
+        a, b = load_json(q), load_json(p)
+        if a.get('name') != baseline and a.get(metric) and b.get(metric): diffs.append(100 * (b[metric] - a[metric]) / a[metric])
+    if not diffs: raise ValueError(f'rerun_dir={str(rerun_dir)!r}: no run shares a run id with committed_dir={str(committed_dir)!r}')
+    return noise_floor_sd(rerun_differences=diffs)
 
 # %% ../nbs/09_experiments.ipynb #8725309f
 def _fmt(x, nd=3):
     return '—' if x is None or (isinstance(x, float) and not np.isfinite(x)) else f'{x:.{nd}f}'
 
-def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False) -> str:
-    "A markdown table of `summarize` rows, with the verdict rule stated."
+def verdict_rule_markdown(*, margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05, higher_is_better: bool = False) -> str:
+    "The verdict rule in words, stated under every table."
+    better = 'above' if higher_is_better else 'below'
+    return (f"Change: per unit (seed), (variant − baseline of the same unit) / baseline, then mean and 95 % Student-t CI over "
+            f"units, the SD floored at {floor_sd:.3g} % (one training's noise{'' if floor_sd else ': none measured for this preset'}). "
+            f"*Direction*: **improves** / **worsens** if the one-sided t-test of the change against 0 rejects at α = {alpha:g} "
+            f"({'higher' if higher_is_better else 'lower'} is better), else **equivalent** if both one-sided tests against ±{margin:g} % "
+            f"reject (TOST), else **inconclusive**. *Size* (where the paper gives a change P): **reproduced** if the change is "
+            f"significantly {better} 0 and not significantly short of P/2; **smaller than the paper** if it is significantly short of "
+            f"P/2; else **inconclusive**. Each kind of test is Holm-corrected across the rows of one status (confirmatory rows: the "
+            f"protocol's primary family, `reports/PROTOCOL.md`; exploratory rows among themselves). Held-out loss: the EMA model's "
+            f"diffusion loss on held-out test images with fixed (t, ε), mean over units, and its paired change.")
+
+def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False,
+                   margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05, figure: str | None = None) -> str:
+    "A markdown table of `summarize` rows, with the verdict rule stated under it (and a link to its figure)."
     out = [f'## {title}', ''] if title else []
-    out += [f'| variant | {metric} (mean) | 95 % CI | seeds | paper | change vs its baseline | 95 % CI of change | paper change | verdict |',
-            '|---|---|---|---|---|---|---|---|---|']
+    out += [f'| variant | status | {metric} (mean) | 95 % CI | units | paper | change vs its baseline [95 % CI] | paper change | '
+            'direction | size vs paper | held-out loss | its change [95 % CI] |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
-        out.append(f"| {r['variant']} | {_fmt(r['mean'])} | [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}] | {r['n_seeds']} | "
-                   f"{_fmt(r.get('paper'))} | {_fmt(r.get('change_pct'), 1)} % | "
-                   f"[{_fmt(r.get('change_ci_lo'), 1)}, {_fmt(r.get('change_ci_hi'), 1)}] % | "
-                   f"{_fmt(r.get('paper_change_pct'), 1)} % | {r.get('verdict', '—')} |")
-    out += ['', 'Change: per seed, (variant − baseline of the same seed) / baseline, then mean and 95 % t-CI over seeds. '
-            + ('Verdict (higher is better here): *reproduced* if that CI lies above 0, *not reproduced* if it lies at or below 0, *inconclusive* '
-               if higher_is_better else
-               'Verdict: *reproduced* if that CI lies below 0, *not reproduced* if it lies at or above 0, *inconclusive* ') +
-            'otherwise (or with < 2 seeds). The verdict is about the *sign* of the change only: compare its size with the paper\'s change.']
+        ch = (f"{_fmt(r.get('change_pct'), 2)} % [{_fmt(r.get('change_ci_lo'), 2)}, {_fmt(r.get('change_ci_hi'), 2)}]"
+              if r.get('change_pct') is not None else '—')
+        lch = (f"{_fmt(r.get('heldout_change_pct'), 2)} % [{_fmt(r.get('heldout_change_ci_lo'), 2)}, {_fmt(r.get('heldout_change_ci_hi'), 2)}]"
+               if r.get('heldout_change_pct') is not None else '—')
+        out.append(f"| {r['variant']} | {r.get('status', 'exploratory')} | {_fmt(r['mean'])} | [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}] | "
+                   f"{r['n_seeds']} | {_fmt(r.get('paper'))} | {ch} | "
+                   f"{_fmt(r.get('paper_change_pct'), 1) + ' %' if r.get('paper_change_pct') is not None else '—'} | "
+                   f"{r.get('direction', '—')} | {r.get('size') or '—'} | {_fmt(r.get('heldout_loss'), 5)} | {lch} |")
+    out += ['', verdict_rule_markdown(margin=margin, floor_sd=floor_sd, alpha=alpha, higher_is_better=higher_is_better)]
+    if figure: out += ['', f'Figure: [{figure}]({figure})']
     if notes: out += ['', notes]
     return '\n'.join(out) + '\n'
 
-VERDICT_COLORS = {'reproduced': 'C2', 'not reproduced': 'C3', 'inconclusive': 'C7'}
+VERDICT_COLORS = {'improves': 'C2', 'worsens': 'C3', 'equivalent': 'C0', 'inconclusive': 'C7'}
+
+def verdict_color(row: dict) -> str:
+    "The figure colour of a row's direction word (its first word)."
+    return VERDICT_COLORS.get((row.get('direction') or 'inconclusive').split(' (')[0], 'C7')
 
 def _bars_with_ci(ax, names, means, los, his, colors, paper, label_paper: str):
     "Bars with 95 % CI whiskers, and the paper's value as a red diamond where it has one."
@@ -622,11 +728,10 @@ def _bars_with_ci(ax, names, means, los, his, colors, paper, label_paper: str):
         ax.legend()
     ax.tick_params(axis='x', labelrotation=20 if max(map(len, names)) > 12 else 0)
 
-def plot_table(rows: list[dict], *, metric: str = 'FID', title: str = '', higher_is_better: bool = False):
+def plot_table(rows: list[dict], *, metric: str = 'FID', title: str = '', higher_is_better: bool = False, margin: float | None = None):
     """Left: the metric per variant (mean, 95 % CI over seeds). Right, where there is a baseline: the paired change vs
-    the same seed's baseline in % with its CI, coloured by verdict, the paper's change beside. Seed-to-seed spread
-    dominates the left panel; the right one is what the verdict reads."""
-    import matplotlib; matplotlib.use('Agg')
+    the same seed's baseline in % with its CI, coloured by direction verdict, the paper's change beside (and the
+    equivalence band ±`margin`). Seed-to-seed spread dominates the left panel; the right one is what the verdict reads."""
     import matplotlib.pyplot as plt
     ch = [r for r in rows if r.get('change_pct') is not None]
     fig, axes = plt.subplots(1, 2 if ch else 1, figsize=(2 * (1.2 * len(rows) + 2) if ch else 1.4 * len(rows) + 2, 3.8), squeeze=False)
@@ -637,24 +742,28 @@ def plot_table(rows: list[dict], *, metric: str = 'FID', title: str = '', higher
     if ch:
         ax = axes[0, 1]
         _bars_with_ci(ax, [r['variant'] for r in ch], [r['change_pct'] for r in ch], [r['change_ci_lo'] for r in ch],
-                      [r['change_ci_hi'] for r in ch], [VERDICT_COLORS.get(r.get('verdict'), 'C7') for r in ch],
+                      [r['change_ci_hi'] for r in ch], [verdict_color(r) for r in ch],
                       [r.get('paper_change_pct') for r in ch], 'paper change')
         ax.axhline(0, color='k', lw=0.8)
+        if margin: ax.fill_between(ax.get_xlim(), -margin, margin, color='C0', alpha=0.08, zorder=0, lw=0)   # a collection, not a bar
         ax.set_ylabel(f'change vs baseline, % ({"higher" if higher_is_better else "lower"} is better)')
-        ax.set_title('paired change (green: reproduced, red: not, grey: inconclusive)', fontsize=9)
+        ax.set_title('paired change (green improves, red worsens, blue equivalent, grey inconclusive)', fontsize=8)
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
 
-def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False) -> Path:
-    "Write `<stem>.md`, `<stem>.csv` and a seaborn figure `<stem>.png` (`plot_table`)."
+def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False,
+                margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05) -> Path:
+    "Write `<stem>.md` (linking its figure), `<stem>.csv` and a seaborn figure `<stem>.png` (`plot_table`)."
     import csv, matplotlib.pyplot as plt
     out_stem = Path(out_stem); out_stem.parent.mkdir(parents=True, exist_ok=True)
-    out_stem.with_suffix('.md').write_text(table_markdown(rows, metric=metric, title=title, notes=notes, higher_is_better=higher_is_better))
+    out_stem.with_suffix('.md').write_text(table_markdown(rows, metric=metric, title=title, notes=notes, higher_is_better=higher_is_better,
+                                                          margin=margin, floor_sd=floor_sd, alpha=alpha,
+                                                          figure=out_stem.with_suffix('.png').name))
     keys = sorted({k for r in rows for k in r})
     with open(out_stem.with_suffix('.csv'), 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
-    fig = plot_table(rows, metric=metric, title=title, higher_is_better=higher_is_better)
+    fig = plot_table(rows, metric=metric, title=title, higher_is_better=higher_is_better, margin=margin)
     fig.savefig(out_stem.with_suffix('.png'), dpi=120); plt.close(fig)
     return out_stem.with_suffix('.md')
 
@@ -687,13 +796,22 @@ def variant_configs(base: ExperimentConfig, variants: dict[str, dict], seeds) ->
     if not seeds: raise ValueError('seeds is empty')
     return [with_overrides(base, {**ov, 'name': v, 'seed': s}) for s in seeds for v, ov in variants.items()]
 
-def checked_records(root, experiment: str, metric: str | None = None) -> tuple[list[dict], str]:
-    """Every finished run record of an experiment and the score the table reads: `metric` if any record has it, else FID
-    if any record has one, else the held-out loss. Refuses (naming the files) a truncated record, and records where
-    that score is missing or not finite: a table never silently drops a seed or switches its metric."""
-    paths = sorted((Path(root) / experiment).glob('*/metrics.json'))
+CPU_RERUN = ('runs/e01_ablation', 'reruns/e01_fresh_clone_2026-12-01/runs')   # committed vs retrained, under reports/
+
+def default_floor_sd(preset: str | None, reports_dir) -> float:
+    "The cpu preset's noise floor from its committed rerun (`rerun_floor_sd` on `CPU_RERUN`); 0 where none is measured."
+    committed, rerun = (Path(reports_dir) / p for p in CPU_RERUN)
+    return rerun_floor_sd(committed, rerun) if preset == 'cpu' and rerun.exists() else 0.0
+
+def checked_records(root, experiment: str, metric: str | None = None, *, records: list[dict] | None = None) -> tuple[list[dict], str]:
+    """Every finished run record of an experiment (or the given `records`) and the score the table reads: `metric` if any
+    record has it, else FID if any record has one, else the held-out loss. Refuses (naming the files) a truncated record,
+    and records where that score is missing or not finite: a table never silently drops a seed or switches its metric."""
+    if records is None:
+        paths = sorted((Path(root) / experiment).glob('*/metrics.json'))
+        records = [load_json(p) for p in paths]   # a truncated file raises, naming it
+    else: paths = [f"record {r.get('run_id', i)}" for i, r in enumerate(records)]
     if not paths: raise ValueError(f'no finished runs under {Path(root) / experiment}')
-    records = [load_json(p) for p in paths]   # a truncated file raises, naming it
     key = next((k for k in (metric, 'fid', 'heldout_loss') if k and any(r.get(k) is not None for r in records)), None)
     if key is None: raise ValueError(f'no record under {Path(root) / experiment} holds fid or heldout_loss')
     bad = [f'{p} ({key}={r.get(key)!r})' for p, r in zip(paths, records)
@@ -706,18 +824,24 @@ def checked_records(root, experiment: str, metric: str | None = None) -> tuple[l
 def report_experiment(root, experiment: str, out_stem, *, order: list, baseline: str | dict = 'baseline',
                       paper: dict | None = None, paper_change: dict | None = None, title: str = '', notes: str = '',
                       preset: str | None = None, metric: str | None = None, metric_label: str | None = None,
-                      higher_is_better: bool = False, index: bool = True) -> tuple[list[dict], Path]:
+                      higher_is_better: bool = False, index: bool = True, floor_sd: float | None = None, margin: float = 1.0,
+                      confirmatory=(), unit_key: str = 'seed', records: list[dict] | None = None) -> tuple[list[dict], Path]:
     """Summarize an experiment's records into `<out_stem>.md/.csv/.png` and index it: `metric` when every run has it
-    (e.g. 'class_accuracy', with `higher_is_better=True`), else FID when every run has one, else the held-out loss."""
-    records, key = checked_records(root, experiment, metric)
+    (e.g. 'class_accuracy', with `higher_is_better=True`), else FID when every run has one, else the held-out loss.
+    `floor_sd` (None: the cpu preset's measured rerun floor, `CPU_RERUN`, else 0), `margin`, `confirmatory` and `unit_key`
+    go to `summarize`; `records` replaces the experiment's collected records."""
+    if floor_sd is None: floor_sd = default_floor_sd(preset, Path(out_stem).parent)
+    records, key = checked_records(root, experiment, metric, records=records)
     if key == metric: label = metric_label or metric
     else: label, higher_is_better = {'fid': 'FID', 'heldout_loss': 'held-out loss'}[key], False
     scores = (f"{records[0]['n_gen']} generated vs {records[0]['n_real']} real, `{records[0]['extractor']}`" if records[0].get('extractor')
               else 'held-out loss (no FID)' if key == 'heldout_loss' else label)
     if key != 'heldout_loss': notes += f' Scores: {scores}.'
-    rows = summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better,
-                     paper=paper if key != 'heldout_loss' else None, paper_change=paper_change if key != 'heldout_loss' else None)
-    md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip(), higher_is_better=higher_is_better)
+    rows = summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better, unit_key=unit_key,
+                     paper=paper if key != 'heldout_loss' else None, paper_change=paper_change if key != 'heldout_loss' else None,
+                     floor_sd=floor_sd, margin=margin, confirmatory=confirmatory)
+    md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip(), higher_is_better=higher_is_better,
+                     floor_sd=floor_sd, margin=margin)
     hw = (load_json(Path(root) / experiment / 'summary.json').get('hardware') if (Path(root) / experiment / 'summary.json').exists() else None) or {}
     md.write_text(md.read_text() + f"\n### Cost per run (mean over seeds; {hw.get('device', '?')}, {hw.get('cores', '?')} cores shared by "
                   f"the grid's workers)\n\n" + cost_table_markdown(records, order))

@@ -313,9 +313,10 @@ class LatentSRDTrainer(SRDTrainer):
                        eta: float = 0.0, batch_size: int = 256) -> torch.Tensor:
         "n latents from `model` (DDIM or ancestral), unclipped, in chunks."
         check_int('n', n, 1); check_choice('sampler', sampler, ('ddim', 'ddpm'))
-        return torch.cat([self.diffusion.sample(model, (min(batch_size, n - i), *self.autoencoder.latent_shape), sampler=sampler,
-                                                steps=steps, eta=eta, generator=generator, device=self.device, clip=False)
-                          for i in range(0, n, batch_size)])
+        with self.autocast():
+            return torch.cat([self.diffusion.sample(model, (min(batch_size, n - i), *self.autoencoder.latent_shape), sampler=sampler,
+                                                    steps=steps, eta=eta, generator=generator, device=self.device, clip=False)
+                              for i in range(0, n, batch_size)])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         "Images in [-1, 1] of scaled latents."
@@ -344,7 +345,7 @@ class LatentSRDTrainer(SRDTrainer):
             z0 = z[i:i + batch_size].to(self.device)
             t = self.diffusion.sample_timesteps(len(z0), generator=g, device=self.device)
             eps = torch.randn(z0.shape, generator=g).to(self.device)
-            total += self.diffusion.training_losses(model, z0, t, noise=eps)['loss'].sum().item()
+            with self.autocast(): total += self.diffusion.training_losses(model, z0, t, noise=eps)['loss'].sum().item()
         if not ema: self.model.train()
         return total / len(z)
 

@@ -10,12 +10,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_choice, check_range
+from .core import MAP_CONTROLS, check_choice, check_range
 from .unet import SelfAttention, attention_blocks
 
 # %% auto #0
 __all__ = ['FORWARD_VARIANTS', 'PROJECTIONS', 'check_map', 'noise_amplify', 'MapProjection', 'add_map_projections',
-           'map_embedding', 'AttentionModulation', 'modulate_attention']
+           'map_embedding', 'AttentionModulation', 'modulate_attention', 'uniform_map', 'centre_prior_map',
+           'permuted_map', 'control_map']
 
 # %% ../nbs/05_srd.ipynb #f7ae2bbe
 FORWARD_VARIANTS = ('paper', 'uvit_code', 'adm_code')
@@ -104,3 +105,31 @@ def modulate_attention(model: nn.Module, M: torch.Tensor, lambda_r: float = 0.02
         yield mod
     finally:
         for b, p in zip(blocks, previous): b.kv_modulation = p
+
+# %% ../nbs/05_srd.ipynb #a1c0b002
+def uniform_map(M: torch.Tensor) -> torch.Tensor:
+    "Each map replaced by its own spatial mean (same shape)."
+    return M.mean(dim=(-2, -1), keepdim=True).expand_as(M).clone()
+
+def centre_prior_map(M: torch.Tensor, *, sigma: float = 0.25) -> torch.Tensor:
+    "A centred isotropic Gaussian (std `sigma` x side) per map, scaled to that map's mean and clipped to [0, 1]."
+    check_range('sigma', sigma, 0.0, lo_incl=False)
+    h, w = M.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=M.dtype) - (h - 1) / 2, torch.arange(w, dtype=M.dtype) - (w - 1) / 2, indexing='ij')
+    g = torch.exp(-(yy ** 2 / (sigma * h) ** 2 + xx ** 2 / (sigma * w) ** 2) / 2).to(M.device)
+    return (g / g.mean() * M.mean(dim=(-2, -1), keepdim=True)).clamp(0, 1)
+
+def permuted_map(M: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:
+    "M's pixels under one random spatial permutation (the same for every map of the batch) drawn from `generator`."
+    perm = torch.randperm(M.shape[-2] * M.shape[-1], generator=generator).to(M.device)
+    return M.flatten(-2)[..., perm].reshape(M.shape)
+
+def control_map(M: torch.Tensor, kind: str, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    "The map SRD uses under `SRDConfig.map_control`: M itself ('none', 'untrained': the untrained highlighter's own M) or a control."
+    check_choice('kind', kind, MAP_CONTROLS)
+    check_map(M)
+    if kind in ('none', 'untrained'): return M
+    if kind == 'uniform': return uniform_map(M)
+    if kind == 'centre': return centre_prior_map(M)
+    if generator is None: raise ValueError("kind='permuted' needs a generator (one permutation per refresh)")
+    return permuted_map(M, generator=generator)

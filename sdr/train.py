@@ -13,17 +13,18 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
+                      precision_context, resolve_precision,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, build_unet, count_params
 from .diffusion import EMA, GaussianDiffusion
 from .gradcam import build_flaw_highlighter, flaw_activation_map, mean_fam, train_flaw_highlighter
-from .srd import add_map_projections, modulate_attention, noise_amplify
+from .srd import add_map_projections, control_map, modulate_attention, noise_amplify
 
 # %% auto #0
 __all__ = ['CorruptCheckpoint', 'save_checkpoint', 'checkpoint_ok', 'load_checkpoint', 'set_aside', 'TrainingInterrupted',
            'GracefulStop', 'Trainer', 'smooth', 'plot_loss', 'base_config', 'base_config_hash',
-           'highlighter_config_hash', 'file_lock', 'SRDTrainer', 'plot_mfam_history', 'main']
+           'highlighter_config_hash', 'file_lock', 'map_stats', 'SRDTrainer', 'plot_mfam_history', 'main']
 
 # %% ../nbs/06_train.ipynb #5d0583ca
 class CorruptCheckpoint(ValueError):
@@ -88,6 +89,7 @@ class Trainer:
                  progress: bool = True):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.precision = resolve_precision(cfg.precision, self.device)   # 'fp32' | 'bf16', entered by `autocast()`
         self.images = load_dataset(cfg.data, 'train')[0] if images is None else images  # uint8 (N, C, H, W)
         self._check_images(self.images)
         seed_everything(cfg.seed)
@@ -125,6 +127,10 @@ class Trainer:
         "The callable `(x_t, t) -> output` the training loss calls this step. Baseline: the model (conditional: with labels)."
         return self.model
 
+    def autocast(self):
+        "The run's precision (see `resolve_precision`) around a model's forward pass: training, sampling, held-out loss."
+        return precision_context(self.precision, self.device)
+
     def extra_state(self) -> dict: return {}
     def load_extra_state(self, state: dict): pass
 
@@ -139,7 +145,7 @@ class Trainer:
         t = self.diffusion.sample_timesteps(len(x0), generator=self.noise_gen, device=self.device)
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
         noise, target = self.make_noise(x0, t, eps)
-        with torch.enable_grad(), self.step_context():  # whatever the caller's grad mode
+        with torch.enable_grad(), self.step_context(), self.autocast():  # whatever the caller's grad mode
             terms = self.diffusion.training_losses(self.denoiser(), x0, t, noise=noise, target=target)
             loss = terms['loss'].mean()
         if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
@@ -221,7 +227,7 @@ class Trainer:
             x0 = to_model_range(images[i:i + batch_size]).to(self.device)
             t = self.diffusion.sample_timesteps(len(x0), generator=g, device=self.device)
             eps = torch.randn(x0.shape, generator=g).to(self.device)
-            total += self.diffusion.training_losses(model, x0, t, noise=eps)['loss'].sum().item()
+            with self.autocast(): total += self.diffusion.training_losses(model, x0, t, noise=eps)['loss'].sum().item()
         if not ema: self.model.train()
         return total / len(images)
 
@@ -237,10 +243,11 @@ class Trainer:
         model = self.ema.model if ema else self.model
         g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
         c, s, bs = self.cfg.data.channels, self.cfg.data.image_size, batch_size or sc.batch_size
-        out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
-                                     sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                                     generator=g, device=self.device, progress=progress)
-               for i in range(0, n, bs)]
+        with self.autocast():
+            out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
+                                         sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
+                                         generator=g, device=self.device, progress=progress)
+                   for i in range(0, n, bs)]
         return torch.cat(out).clamp(-1, 1).cpu()
 
 # %% ../nbs/06_train.ipynb #4abbaeaf
@@ -295,6 +302,11 @@ def file_lock(path: str | os.PathLike):
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/06_train.ipynb #75ba03ee
+def map_stats(M: torch.Tensor) -> dict:
+    "What a refresh records of its map: peak, mean and spatial spread (SD over pixels, averaged over maps)."
+    return {'peak': round(M.max().item(), 6), 'mean': round(M.mean().item(), 6),
+            'spread': round(M.flatten(-2).std(-1).mean().item(), 6)}
+
 class SRDTrainer(Trainer):
     "Two-phase SRD training (base, then refinement with a refreshed mFAM). `cfg.srd.mechanism='none'` is the baseline."
     def __init__(self, cfg: ExperimentConfig, out_dir, *, base_checkpoint=None, **kw):
@@ -306,6 +318,9 @@ class SRDTrainer(Trainer):
         self.highlighter, self.highlighter_report = None, None
         self.mfam, self.mfam_step, self.mfam_history = None, None, []
         self.srd_seconds = {'highlighter': 0.0, 'mfam_sampling': 0.0, 'gradcam': 0.0}  # SRD's own cost, by part
+        r = s.refine_seed   # a reseeded refinement phase draws its batches and noise from streams of its own
+        self.refine_order = None if r is None else DataOrder(len(self.images), cfg.train.batch_size,
+                                                             seed=derive_seed(cfg.seed, 'data', 'refine', r))
 
     def _enter_refinement(self):
         "proj='conv': attach the learned M -> M_emb projections (their own param group; not in the EMA). Idempotent."
@@ -335,6 +350,7 @@ class SRDTrainer(Trainer):
 
     def train_highlighter(self):
         "The highlighter at this step: shared by the variants of a base (fitted once, under a lock), else fitted here."
+        if self.cfg.srd.map_control == 'untrained': return self.untrained_highlighter()
         path = self.shared_highlighter_path
         if path is None: return self.fit_highlighter()
         with file_lock(path.with_name(path.name + '.lock')):
@@ -350,6 +366,15 @@ class SRDTrainer(Trainer):
         self.highlighter.load_state_dict(sd['highlighter']); self.highlighter.eval()
         self.highlighter_report = {**sd['report'], 'shared_from': str(path)}
         self.srd_seconds['highlighter'] += time.perf_counter() - t0
+        save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
+
+    def untrained_highlighter(self):
+        "The map control 'untrained': a randomly initialised highlighter (seeded), never fitted."
+        with torch.random.fork_rng(devices=[]):
+            self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device,
+                                                      generator=make_generator(derive_seed(self.cfg.seed, 'untrained_highlighter')))
+        self.highlighter.eval()
+        self.highlighter_report = {'step': self.step, 'untrained': True, 'accuracy': None}
         save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
 
     def fit_highlighter(self):
@@ -374,12 +399,15 @@ class SRDTrainer(Trainer):
         with torch.random.fork_rng(devices=[]):
             if s.retrain_highlighter and self.mfam is not None: self.train_highlighter()
             t0 = time.perf_counter()
-            samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, ('mfam', self.step))
+            label = ('mfam', self.step) + (() if s.refine_seed is None else ('refine', s.refine_seed))
+            samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, label)
             t1 = time.perf_counter()
             maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_layer)
-            self.mfam, self.mfam_step = self.reduce_maps(maps).detach().to(self.device), self.step
+            M = control_map(self.reduce_maps(maps).detach(), s.map_control,
+                            generator=make_generator(derive_seed(self.cfg.seed, 'map_control', *label)))
+            self.mfam, self.mfam_step = M.to(self.device), self.step
             self.srd_seconds['mfam_sampling'] += t1 - t0; self.srd_seconds['gradcam'] += time.perf_counter() - t1
-        self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu()})
+        self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu(), **map_stats(self.mfam)})
 
     def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
         "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."
@@ -390,7 +418,24 @@ class SRDTrainer(Trainer):
         return self.mfam
 
     # -- hooks ------------------------------------------------------------------------------
+    def batch(self, step: int) -> torch.Tensor:
+        "As `Trainer.batch`; with `refine_seed`, refinement steps draw from the refinement phase's own data order."
+        if self.refine_order is None or step < self.cfg.srd.base_steps: return super().batch(step)
+        return to_model_range(self.images[self.refine_order.indices(step)]).to(self.device)
+
+    def sampling_model(self, model: nn.Module, rows: slice, n: int, **kw):
+        "As `Trainer.sampling_model`; with `sample_modulation`, every sample is drawn under the last mFAM's attention modulation."
+        inner = super().sampling_model(model, rows, n, **kw)
+        if not (self.cfg.srd.sample_modulation and self.mfam is not None): return inner
+        M, lam = self.mfam, self.cfg.srd.lambda_r
+        def modulated(x, t, **k):
+            with modulate_attention(model, M, lam): return inner(x, t, **k)
+        return modulated
+
     def train_step(self) -> dict:
+        s = self.cfg.srd
+        if s.refine_seed is not None and self.step == s.base_steps:   # entering refinement: its own noise stream
+            self.noise_gen = make_generator(derive_seed(self.cfg.seed, 'noise', 'refine', s.refine_seed))
         if self.refining:
             self._enter_refinement()
             if self.highlighter is None: self.train_highlighter()

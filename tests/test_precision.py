@@ -1,0 +1,74 @@
+"The precision switch: 'auto' resolution, bf16 autocast really in effect, fp32 unchanged, precision recorded."
+import contextlib
+
+import pytest
+import torch
+
+import sdr.core as core
+from sdr.core import preset, resolve_precision, config_hash
+from sdr.train import Trainer
+
+
+def _smoke(**kw):
+    c = preset('smoke')
+    return c.replace(train=c.train.replace(steps=3, log_every=1, checkpoint_every=3), srd=c.srd.replace(base_steps=3), **kw)
+
+
+def _conv_dtypes(tr, fn):
+    "dtypes of every Conv2d output of the trainer's model (and its EMA) while `fn` runs."
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+             for net in (tr.model, tr.ema.model) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    try: fn()
+    finally:
+        for h in hooks: h.remove()
+    return set(seen)
+
+
+@pytest.mark.parametrize('flags, expected', [({'avx512f', 'avx512_bf16'}, 'fp32'),   # AMD Zen 4: no AMX
+                                             (set(), 'fp32'),                          # no bf16 at all
+                                             ({'avx512_bf16', 'amx_bf16', 'amx_tile'}, 'bf16')])
+def test_auto_follows_amx_on_cpu(monkeypatch, tmp_path, flags, expected):
+    monkeypatch.setattr(core, 'cpu_flags', lambda: frozenset(flags))
+    assert resolve_precision('auto', 'cpu') == expected
+    assert Trainer(_smoke(precision='auto'), tmp_path, device='cpu', progress=False).precision == expected
+
+
+def test_bad_precision_is_refused():
+    with pytest.raises(ValueError, match="precision='fp16' is not allowed"): _smoke(precision='fp16')
+    with pytest.raises(ValueError, match="precision='auto' is not allowed"): core.precision_context('auto')
+
+
+def test_bf16_runs_convolutions_in_bf16_and_keeps_weights_fp32(tmp_path):
+    tr = Trainer(_smoke(precision='bf16'), tmp_path / 'bf16', device='cpu', progress=False)
+    assert tr.precision == 'bf16'
+    assert _conv_dtypes(tr, tr.train_step) == {torch.bfloat16}
+    assert _conv_dtypes(tr, lambda: tr.sample(4, steps=2)) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+    assert all(p.dtype == torch.float32 for p in tr.ema.model.parameters())
+    assert tr.sample(4, steps=2).dtype == torch.float32
+    fp = Trainer(_smoke(), tmp_path / 'fp32', device='cpu', progress=False)
+    assert _conv_dtypes(fp, fp.train_step) == {torch.float32}
+    assert _conv_dtypes(fp, lambda: fp.sample(4, steps=2)) == {torch.float32}
+
+
+def test_fp32_is_bit_identical_to_no_precision_switch(tmp_path, monkeypatch):
+    "precision='fp32' (the default) takes exactly the code path the trainer had before the setting existed."
+    assert config_hash(_smoke(precision='fp32')) == config_hash(_smoke())
+    a = Trainer(_smoke(), tmp_path / 'a', device='cpu', progress=False).fit()
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, 'autocast', lambda self: contextlib.nullcontext())
+        b = Trainer(_smoke(), tmp_path / 'b', device='cpu', progress=False).fit()
+        sb = b.sample(4, steps=2)
+    assert [r['loss'] for r in a.log] == [r['loss'] for r in b.log]
+    for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()): assert torch.equal(p, q), n
+    assert torch.equal(a.sample(4, steps=2), sb)
+
+
+def test_bf16_training_stays_close_to_fp32(tmp_path):
+    "bf16 autocast changes rounding only: the smoke run's losses agree with fp32 to a few per cent."
+    a = Trainer(_smoke(), tmp_path / 'a', device='cpu', progress=False).fit()
+    b = Trainer(_smoke(precision='bf16'), tmp_path / 'b', device='cpu', progress=False).fit()
+    la, lb = [r['loss'] for r in a.log], [r['loss'] for r in b.log]
+    assert la != lb                                  # bf16 really ran
+    assert all(abs(x - y) / x < 0.05 for x, y in zip(la, lb)), (la, lb)
