@@ -12,6 +12,8 @@ PRESET ?= cpu
 # Run records. Ours are committed under reports/runs, so `make reproduce` there only rebuilds the tables from them;
 # RUNS=<empty dir> retrains everything from scratch (e.g. make reproduce RUNS=/tmp/sdr-runs).
 RUNS ?= reports/runs
+# A folder of images for a 'folder' dataset (e.g. PRESET=paper DATA_DIR=data/celeba_hq); relative to this directory.
+DATA_DIR ?=
 export PYTHONHASHSEED := 0
 # OpenMP threads sleep instead of spinning while they wait: with the default (spinning) a 2-thread torch run slows
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
@@ -44,38 +46,61 @@ GRID_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 
 EXPERIMENTS := e01_ablation e02_lambda_forward e03_lambda_reverse e04_cycle e05_ratio e06_models e07_fam_localization \
 	e08_forward_variants e09_conditional e10_inpainting
 PAPERMILL = $(VENV)/bin/papermill --cwd . --log-output --no-progress-bar
+# Tables, the reports index and executed notebooks go to the committed reports/ only when the grid's settings are the
+# committed ones (RUNS, PRESET, GRID_ARGS as above, no DATA_DIR); other settings write them to local/reports/ (git-ignored)
+# unless REPORTS=... asks for a place (REPORTS=reports to overwrite the committed tables on purpose).
+ifeq ($(origin RUNS)$(origin PRESET)$(origin GRID_ARGS)$(DATA_DIR),filefilefile)
+REPORTS ?= reports
+else
+REPORTS ?= local/reports
+endif
+
+# $(call grid,<experiment notebook>[,<preset>,<arguments>,<reports folder>]): papermill into a temporary notebook; it replaces $(REPORTS)/<e>.ipynb only when it
+# succeeded and a grid ran something (a no-op rerun keeps the executed notebook byte for byte); a failed one goes to
+# local/failed/ and the committed one is untouched. SDR_WATCH_PIDS: make and this shell; the grid and its jobs
+# checkpoint and stop when either dies (SIGTERM, SIGKILL of make's process group, the terminal closing).
+define grid
+	@mkdir -p $(RUNS) $(or $(4),$(REPORTS)) local/failed
+	@stamp=$$(mktemp local/.stamp.XXXXXX); tmp=local/.$(1).$$$$.ipynb; \
+	if SDR_WATCH_PIDS="$$PPID $$$$" $(PAPERMILL) nbs/experiments/$(1).ipynb $$tmp -p preset_name $(or $(2),$(PRESET)) \
+		-p root $(RUNS) -p reports_dir $(or $(4),$(REPORTS)) $(if $(DATA_DIR),-p data_dir $(DATA_DIR)) $(or $(3),$(GRID_ARGS)); then \
+	  $(PY) -c "import sys; from sdr.experiments import publish_notebook; publish_notebook(*sys.argv[1:])" \
+		$$tmp $(or $(4),$(REPORTS))/$(1).ipynb $$stamp $(RUNS)/$(1)/summary.json; rm -f $$stamp; \
+	else rc=$$?; mv -f $$tmp local/failed/$(1).ipynb 2>/dev/null; rm -f $$stamp; \
+	  echo "$(1) failed (exit $$rc): executed notebook in local/failed/$(1).ipynb; $(or $(4),$(REPORTS))/$(1).ipynb is untouched"; exit $$rc; fi
+endef
 
 reproduce: setup
-	mkdir -p $(RUNS)
-	$(PAPERMILL) nbs/experiments/e01_ablation.ipynb reports/e01_ablation.ipynb -p preset_name $(PRESET) \
-		-p root $(RUNS) -p reports_dir reports $(GRID_ARGS)
-	@echo "results: reports/ablation.md (.csv, .png); run records in $(RUNS)/e01_ablation/"
+	$(call grid,e01_ablation)
+	@echo "results: $(REPORTS)/ablation.md (.csv, .png); run records in $(RUNS)/e01_ablation/"
 
 reproduce-ablation: reproduce
 
 # Every table (e01-e10); finished runs are skipped, identical runs shared between tables are reused.
-reproduce-all: setup
-	mkdir -p $(RUNS)
-	for e in $(EXPERIMENTS); do \
-		$(PAPERMILL) nbs/experiments/$$e.ipynb reports/$$e.ipynb -p preset_name $(PRESET) \
-			-p root $(RUNS) -p reports_dir reports $(GRID_ARGS) || exit 1; done
-	@echo "results: reports/*.md (.csv, .png), indexed in reports/README.md; run records in $(RUNS)/"
+reproduce-all: setup $(addprefix grid-,$(EXPERIMENTS))
+	@echo "results: $(REPORTS)/*.md (.csv, .png), indexed in $(REPORTS)/README.md; run records in $(RUNS)/"
+
+grid-%: setup
+	$(call grid,$*)
 
 # The confirmatory controls study (e11) at the fair preset, as reports/PROTOCOL.md fixes it: 2 bases x 3 refinement
 # seeds, the confirmatory arms, FD-domain on 5000 samples (+ Inception on 2048). Hours on 2 cores; resumable (rerun it).
 CONTROLS_ARGS ?= -y "bases: [0, 1]" -y "refine_seeds: [0, 1, 2]" -p arms confirmatory -p workers 2 -p n_samples 5000 \
 	-p n_real 10000 -p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p metric fair -p base_curve_every 500
+ifeq ($(origin RUNS)$(origin CONTROLS_ARGS)$(DATA_DIR),filefile)
+CONTROLS_REPORTS ?= reports
+else
+CONTROLS_REPORTS ?= local/reports
+endif
 controls: setup
-	mkdir -p $(RUNS)
-	$(PAPERMILL) nbs/experiments/e11_controls.ipynb reports/e11_controls.ipynb -p preset_name fair \
-		-p root $(RUNS) -p reports_dir reports $(CONTROLS_ARGS)
-	@echo "results: reports/controls.md (.csv, .png); run records in $(RUNS)/e11_controls/"
+	$(call grid,e11_controls,fair,$(CONTROLS_ARGS),$(CONTROLS_REPORTS))
+	@echo "results: $(CONTROLS_REPORTS)/controls.md (.csv, .png); run records in $(RUNS)/e11_controls/"
 
 # The plain baseline DDPM alone (e00): samples, loss curve, held-out loss.
 reproduce-baseline: setup
 	mkdir -p reports/baseline
 	$(PAPERMILL) nbs/experiments/e00_baseline.ipynb reports/baseline/e00_baseline.ipynb \
-		-p preset_name $(PRESET) -p out_dir reports/baseline
+		-p preset_name $(PRESET) -p out_dir reports/baseline $(if $(DATA_DIR),-p data_dir $(DATA_DIR))
 	@echo "results: reports/baseline/ (samples.png, loss.png, metrics.json)"
 
 # nbdev_export on a copy of the tree must reproduce the committed sdr/ byte for byte.
@@ -94,7 +119,7 @@ pytest: setup
 test: check-export nbtest pytest
 
 lab: setup
-	$(VENV)/bin/jupyter lab nbs
+	$(VENV)/bin/jupyter lab nbs $(if $(filter 0,$(shell id -u)),--allow-root)  # root (containers) needs --allow-root
 
 bench: setup
 	$(PY) -m pip install -q diffusers  # bench-only reference implementation

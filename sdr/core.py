@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #84812d3c
 from __future__ import annotations
-import contextlib, dataclasses, hashlib, importlib.util, json, math, os, random, sys
+import contextlib, dataclasses, hashlib, importlib.util, json, math, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,7 +18,7 @@ __all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS',
            'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig',
            'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig',
            'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json',
-           'cpu_flags', 'resolve_precision', 'precision_context']
+           'check_notebook_parameters', 'cpu_flags', 'resolve_precision', 'precision_context']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -506,19 +506,69 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
                           highlighter=HighlighterConfig(widths=(64, 128, 256, 512, 512), depths=(2, 2, 3, 3, 3),
                                                         batch_norm=False, hidden=512, channels=3, image_size=128,
                                                         epochs=20, batch_size=16, lr=1e-5)))
-    return cfg.replace(**overrides) if overrides else cfg
+    return _with_preset_overrides(cfg, overrides) if overrides else cfg
+
+# %% ../nbs/00_core.ipynb #a1b2c3d4
+def _with_preset_overrides(cfg: ExperimentConfig, overrides: dict) -> ExperimentConfig:
+    """`preset`'s keyword overrides: top-level fields of `ExperimentConfig`; a dict for a config-valued field (e.g.
+    `train={'steps': 100}`) replaces inside it. Unknown names raise, listing the allowed ones."""
+    def apply(c, ov, where):
+        allowed = [f.name for f in fields(c)]
+        kw = {}
+        for k, v in ov.items():
+            if k not in allowed:
+                hint = [f'{f}.{k}' for f in allowed if isinstance(getattr(c, f), ConfigBase) and k in {x.name for x in fields(getattr(c, f))}]
+                raise ValueError(f'preset(): {where}{k}={v!r} is not a field of {type(c).__name__}; allowed {allowed}'
+                                 + (f' (did you mean {hint[0]}? pass it as {hint[0].split(".")[0]}={{{k!r}: ...}})' if hint else ''))
+            cur = getattr(c, k)
+            kw[k] = apply(cur, v, f'{where}{k}.') if isinstance(cur, ConfigBase) and isinstance(v, dict) else v
+        return c.replace(**kw) if kw else c
+    return apply(cfg, overrides, '')
 
 # %% ../nbs/00_core.ipynb #76dc6b0a
 def save_json(obj, path: str | os.PathLike) -> Path:
-    "Write JSON atomically (temp file + rename), so a reader never sees half a file."
+    """Write JSON atomically: a temporary file with a unique name in the same folder, then a rename. A reader never
+    sees half a file, and two writers of one path never collide on the temporary file (the last rename wins)."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w') as f: f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
+        os.chmod(tmp, 0o644); os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
     return path
 
 def load_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text())
+    "Read a JSON file; a truncated or damaged one raises a `ValueError` that names it."
+    path = Path(path)
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f'{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); the file is truncated or '
+                         f'damaged: restore it, or delete it (and its run directory, for a run record) to redo that step') from None
+
+# %% ../nbs/00_core.ipynb #a1b2c3d6
+def check_notebook_parameters() -> list[str]:
+    """Call in the cell after a notebook's `parameters` cell. Under papermill, an injected parameter that the
+    `parameters` cell does not define raises (papermill itself only warns and runs on). Returns the injected names
+    ([] outside papermill)."""
+    import ast
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+    except ImportError: return []
+    hist = [h for h in (ip.user_ns.get('_ih', []) if ip is not None else []) if h and h.strip()]
+    inj = [i for i, h in enumerate(hist) if h.lstrip().startswith('# Parameters')]   # papermill's injected cell
+    if not inj or inj[0] == 0: return []
+    def names(src):
+        try: body = ast.parse(src).body
+        except SyntaxError: return []
+        return [t.id for n in body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    allowed, given = names(hist[inj[0] - 1]), names(hist[inj[0]])
+    unknown = [g for g in given if g not in allowed]
+    if unknown:
+        raise ValueError(f'unknown notebook parameter(s) {unknown}: this notebook accepts {allowed} (a typo? papermill '
+                         f'itself only warns "Passed unknown parameter" and would run with the defaults)')
+    return given
 
 # %% ../nbs/00_core.ipynb #5e7f31e0
 def cpu_flags() -> frozenset[str]:

@@ -147,7 +147,8 @@ def _image_paths(root: Path) -> list[tuple[str, ...]]:
 def list_images(path: str | os.PathLike, *, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
     "Image files under `path` (sorted), their class indices, and the class names (`classes` fixes the names)."
     root = Path(path).expanduser()
-    if not root.exists(): raise FileNotFoundError(f'image folder {str(root)!r} does not exist (check data_dir)')
+    where = '' if root.is_absolute() else f', relative to the working directory {Path.cwd()}'
+    if not root.exists(): raise FileNotFoundError(f'image folder {str(root)!r} does not exist (check data_dir{where})')
     if not root.is_dir(): raise NotADirectoryError(f'image folder {str(root)!r} is a file, not a directory: give the folder holding the images')
     rel = _image_paths(root)
     if not rel: raise ValueError(f'image folder {str(root)!r} contains no images (searched recursively for '

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_experiments.ipynb #0f64d4d7
 from __future__ import annotations
-import json, math, os, shutil, signal, subprocess, sys, time, traceback
+import contextlib, json, math, os, shutil, signal, subprocess, sys, threading, time, traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +16,18 @@ from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_i
                       derive_seed, load_json, save_json)
 from .data import load_dataset, save_image_grid
 from .stats import change_tests, family_verdicts, noise_floor_sd, t_interval
-from .train import SRDTrainer, base_config, base_config_hash, plot_mfam_history
+from .train import SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, plot_mfam_history
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'VERDICT_COLORS', 'CPU_RERUN', 'EvalConfig', 'base_dir_for', 'run_dir_for', 'make_trainer',
-           'train_base', 'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance', 'run_experiment',
-           'is_finished', 'hardware', 'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'run_grid',
-           'run_job', 'find_trained_checkpoint', 'trained_model', 'mean_ci', 'collect', 'summarize', 'mechanism_rows',
-           'rerun_floor_sd', 'verdict_rule_markdown', 'table_markdown', 'verdict_color', 'plot_table', 'write_table',
-           'with_overrides', 'scaled_preset', 'variant_configs', 'default_floor_sd', 'report_experiment',
-           'cost_table_markdown', 'register_report', 'reports_index_markdown']
+__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'CPU_RERUN', 'EvalConfig', 'base_dir_for', 'run_dir_for',
+           'make_trainer', 'train_base', 'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance',
+           'run_experiment', 'watched_pids', 'start_watchdog', 'run_lock', 'StaleRecord', 'check_record', 'is_finished',
+           'hardware', 'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped',
+           'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'mean_ci', 'collect', 'summarize',
+           'mechanism_rows', 'rerun_floor_sd', 'verdict_rule_markdown', 'table_markdown', 'verdict_color', 'plot_table',
+           'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'default_floor_sd', 'checked_records',
+           'report_experiment', 'cost_table_markdown', 'register_report', 'reports_index_markdown', 'MarkdownText',
+           'publish_notebook', 'with_data_dir']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -188,34 +190,125 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
 
 # %% ../nbs/09_experiments.ipynb #e19ff20a
 RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / 'nbs' / 'experiments' / 'run.ipynb' if '__file__' in globals() else None
+GRACE_SECONDS = 60   # a job told to stop (SIGTERM) checkpoints at the end of its step; after this long it is killed
 
-def _worker_env(threads: int) -> dict:
-    return {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads),
-            'OMP_WAIT_POLICY': 'PASSIVE', 'PYTHONHASHSEED': '0'}
+def _proc_start(pid: int) -> str | None:
+    "An id of process `pid`'s life (its start time on Linux; None elsewhere); raises ProcessLookupError once it is gone (zombies count as gone)."
+    try: os.kill(pid, 0)
+    except PermissionError: pass
+    try: stat = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except OSError: return None
+    if stat[0] in ('Z', 'X'): raise ProcessLookupError(pid)
+    return stat[19]
+
+def _alive(pid: int, start: str | None) -> bool:
+    try: return _proc_start(pid) == start   # another start time: the pid was reused by a new process
+    except ProcessLookupError: return False
+
+def watched_pids(env=None) -> list[tuple[int, str | None]]:
+    "The processes this one must not outlive, from `SDR_WATCH_PIDS` ('pid:start pid:start ...'; a bare pid takes its current start time)."
+    out = []
+    for w in (os.environ if env is None else env).get('SDR_WATCH_PIDS', '').split():
+        pid, _, start = w.partition(':')
+        try: out.append((int(pid), start or _proc_start(int(pid))))
+        except (ValueError, ProcessLookupError): out.append((int(pid) if pid.isdigit() else -1, 'gone'))
+    return out
+
+def _watch_env(pids) -> str: return ' '.join(f'{p}:{s or ""}' for p, s in pids)
+
+def start_watchdog(on_gone, *, pids=None, parent: bool = True, interval: float = 0.5) -> threading.Event:
+    """Call `on_gone(reason)` once, from a daemon thread, when a watched process (`watched_pids()`) has gone or, with
+    `parent`, this process's parent has changed (it died and we were re-parented). Set the returned event to stop watching."""
+    pids, ppid, stop = (watched_pids() if pids is None else list(pids)), os.getppid(), threading.Event()
+    def loop():
+        while not stop.wait(interval):
+            gone = [p for p, s in pids if not _alive(p, s)]
+            if gone: return on_gone(f'process {gone[0]} (which this one must not outlive) is gone')
+            if parent and os.getppid() != ppid: return on_gone(f'its parent process {ppid} is gone')
+    threading.Thread(target=loop, daemon=True, name='sdr-watchdog').start()
+    return stop
+
+@contextlib.contextmanager
+def run_lock(out: Path, *, say=print, cancelled=lambda: None, poll: float = 0.5):
+    """One writer per run (or base) directory: an exclusive `flock` on `.<dir>.lock` beside it, held while the block
+    runs and released by the OS when the holder dies. When another process holds it, say so and wait (yielding None
+    if `cancelled()` becomes true while waiting). Jobs started under it inherit the lock, so it outlives a killed grid
+    until its job has stopped too."""
+    import fcntl
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    f = open(out.parent / f'.{out.name}.lock', 'a+')
+    try:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); holder = f.read().strip() or '?'
+            say(f'waiting for {out.name}: another process (pid {holder}) is writing it')
+            while True:
+                if cancelled(): yield None; return
+                try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+                except BlockingIOError: time.sleep(poll)
+            say(f'{out.name}: the other writer is done; checking what is left to do')
+        f.seek(0); f.truncate(); f.write(f'{os.getpid()}\n'); f.flush()
+        yield f
+    finally: f.close()
+
+def _worker_env(threads: int, watch: str = '') -> dict:
+    env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads),
+           'OMP_WAIT_POLICY': 'PASSIVE', 'PYTHONHASHSEED': '0'}
+    if watch: env['SDR_WATCH_PIDS'] = watch
+    return env
 
 def _execute(kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, base_checkpoint, threads: int,
-             notebook: Path | None) -> dict:
-    "Run one job in a subprocess (papermill when a run notebook is given, else `python -m sdr.experiments`)."
+             notebook: Path | None, cwd: Path | None = None, watch: str = '', lock=None, procs: set | None = None) -> dict:
+    """Run one job in a subprocess (papermill when a run notebook is given, else `python -m sdr.experiments`) in the
+    grid's working directory `cwd`. The job inherits the run's `lock` and watches the `watch` processes (the grid):
+    it checkpoints and stops when they are gone. Its process is kept in `procs` while it runs (to forward SIGTERM)."""
     out.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd() if cwd is None else Path(cwd)
     args = {'kind': kind, 'config_json': json.dumps(cfg.to_dict()), 'out_dir': str(out), 'eval_json': json.dumps(ev.to_dict()),
             'base_checkpoint': str(base_checkpoint or '')}
-    if kind == 'run' and notebook is not None and Path(notebook).exists():
-        cmd = [sys.executable, '-m', 'papermill', str(notebook), str(out / 'run.ipynb'), '--no-progress-bar', '--cwd', str(out)]
+    if kind == 'run' and notebook is not None and Path(notebook).is_file():
+        cmd = [sys.executable, '-m', 'papermill', str(notebook), str(out / 'run.ipynb'), '--no-progress-bar', '--cwd', str(cwd)]
         for k, v in args.items(): cmd += ['-p', k, v]
     else:
         cmd = [sys.executable, '-m', 'sdr.experiments', json.dumps(args)]
     with open(out / 'job.log', 'a') as log:
-        p = subprocess.run(cmd, env=_worker_env(threads), stdout=log, stderr=subprocess.STDOUT)
-    if p.returncode != 0:
+        p = subprocess.Popen(cmd, env=_worker_env(threads, watch), stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                             pass_fds=(lock.fileno(),) if lock is not None else ())
+        if procs is not None: procs.add(p)
+        try: rc = p.wait()
+        finally:
+            if procs is not None: procs.discard(p)
+    if rc != 0:
         tail = (out / 'job.log').read_text()[-3000:]
-        raise RuntimeError(f'{kind} exited with {p.returncode}; last log lines:\n{tail}')
+        raise RuntimeError(f'{kind} exited with {rc}; last log lines:\n{tail}')
     return load_json(out / ('metrics.json' if kind == 'run' else 'done.json'))
 
+class StaleRecord(ValueError):
+    "A run record whose config no longer hashes to its directory name: never reused."
+
+def check_record(out: Path, kind: str = 'run') -> None:
+    "Raise `StaleRecord` if `out/config.json` (when present) does not hash to the directory's name (edited by hand, or written by other code)."
+    out = Path(out); p = out / 'config.json'
+    if not p.exists(): return
+    d = load_json(p)
+    want = out.name.removeprefix('base-')
+    try: got = config_hash(ExperimentConfig.from_dict(d['config'] if kind == 'run' else d))
+    except Exception as e: got = f'nothing readable ({type(e).__name__}: {str(e)[:160]})'
+    if got != want:
+        raise StaleRecord(f'{p} hashes to {got}, not to its directory name {want}: the record was edited or written by other '
+                          f'code, so its metrics may come from another training; refusing to reuse it. Move {out} away '
+                          f'(or restore its config.json) and rerun to retrain it.')
+
 def is_finished(out: Path, kind: str, ev: EvalConfig) -> bool:
-    "A base is finished when `done.json` and its checkpoint exist; a run when `metrics.json` exists and holds the requested score."
-    done = Path(out) / ('done.json' if kind == 'base' else 'metrics.json')
+    """A base is finished when `done.json` and a readable checkpoint exist; a run when `metrics.json` exists and holds the
+    requested score. A record whose config no longer hashes to its directory raises `StaleRecord`."""
+    out = Path(out)
+    done = out / ('done.json' if kind == 'base' else 'metrics.json')
     if not done.exists(): return False
-    if kind == 'base': return (Path(out) / 'train' / 'checkpoints' / 'last.pt').exists()  # records travel without checkpoints
+    check_record(out, kind)
+    if kind == 'base':   # records travel without checkpoints; a damaged one is set aside by the base job, which retrains
+        ck = out / 'train' / 'checkpoints' / 'last.pt'
+        return ck.exists() and checkpoint_ok(ck)
     m = load_json(done)   # a score under other evaluation settings is redone (training is not)
     if m.get('conditional') and (m.get('n_per_class'), m.get('n_real_per_class')) != (ev.n_per_class, ev.n_real_per_class): return False
     if ev.metric == 'none': return True
@@ -230,100 +323,208 @@ def hardware() -> dict:
 
 def _same_training(a: ExperimentConfig, b: ExperimentConfig) -> bool: return a.replace(name='') == b.replace(name='')
 
+def _usable_elsewhere(d: Path, kind: str, ev: EvalConfig) -> bool:
+    "is_finished, but a stale or unreadable record of another experiment is skipped with a warning rather than raised."
+    try: return is_finished(d, kind, ev)
+    except ValueError as e:
+        print(f'not reused: {e}', file=sys.stderr, flush=True); return False
+
 def find_finished_elsewhere(root: Path, experiment: str, kind: str, cfg: ExperimentConfig, ev: EvalConfig) -> Path | None:
-    "A finished base (same base hash) or run (same config up to its name, same evaluation) in another experiment under `root`."
+    """A finished base (same base hash) or run (same config up to its name, same evaluation) in another experiment under
+    `root`. Records whose config no longer hashes to their directory are never reused (and a warning says so)."""
     if kind == 'base':
         hits = [d for d in sorted(Path(root).glob(f'*/base-{base_config_hash(cfg)}')) if d.parent.name != experiment]
-        return next((d for d in hits if is_finished(d, 'base', ev)), None)
+        return next((d for d in hits if _usable_elsewhere(d, 'base', ev)), None)
     for p in sorted(Path(root).glob('*/*/config.json')):
         d = p.parent
-        if d.parent.name == experiment or d.name.startswith('base-') or not is_finished(d, 'run', ev): continue
+        if d.parent.name == experiment or d.name.startswith('base-') or not (d / 'metrics.json').exists(): continue
         try: other = ExperimentConfig.from_dict(load_json(p)['config'])
         except Exception: continue   # a record of an older, incompatible config: never reused
-        if _same_training(other, cfg): return d
+        if _same_training(other, cfg) and _usable_elsewhere(d, 'run', ev): return d
     return None
 
 def copy_run_record(src: Path, dst: Path, cfg: ExperimentConfig) -> None:
     "Copy a finished run record (not its checkpoints) under this run's id and name; `metrics.json` last, and says where from."
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns('checkpoints', '*.pt'), dirs_exist_ok=True)
-    save_json({'config': cfg.to_dict(), 'eval': load_json(src / 'config.json')['eval'], 'reused_from': str(src)}, dst / 'config.json')
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns('checkpoints', '*.pt', '*.tmp'), dirs_exist_ok=True)
+    where = f'{src.parent.name}/{src.name}'   # relative to the runs root: records hold facts, not machine paths
+    save_json({'config': cfg.to_dict(), 'eval': load_json(src / 'config.json')['eval'], 'reused_from': where}, dst / 'config.json')
     m = load_json(src / 'metrics.json')
-    save_json({**m, 'run_id': config_hash(cfg), 'name': cfg.name, 'reused_from': f'{src.parent.name}/{src.name}'}, dst / 'metrics.json')
+    save_json({**m, 'run_id': config_hash(cfg), 'name': cfg.name, 'reused_from': where}, dst / 'metrics.json')
 
-def save_summary(path, summary: dict, **entry) -> None:
-    "Write a grid's `summary` to `path`, appending this invocation (`summary['wall_seconds']`, `entry`) to the earlier ones."
+def save_summary(path, summary: dict, *, invocation: str | None = None, running: bool = False, **entry) -> None:
+    """Write a grid's `summary` to `path`, adding this invocation (`summary['wall_seconds']`, `entry`) to the earlier ones'
+    history. With `invocation`, an entry of the same id is replaced: a grid records its time as it goes (`running=True`),
+    so a killed grid leaves its time so far, a lower bound."""
     path = Path(path)
-    prev = load_json(path) if path.exists() else {}   # a rerun that skips everything takes seconds; its time still counts
-    if prev.get('history_unrecorded'): summary['history_unrecorded'] = prev['history_unrecorded']   # why the history is incomplete
-    summary['history'] = prev.get('history', []) + [
-        {'at': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'wall_seconds': summary['wall_seconds'], **entry}]
-    save_json(summary, path)
+    with file_lock(path.parent / f'.{path.name}.lock'):   # two grids of one experiment never lose each other's entry
+        prev = load_json(path) if path.exists() else {}
+        if prev.get('history_unrecorded'): summary['history_unrecorded'] = prev['history_unrecorded']   # why the history is incomplete
+        hist = [h for h in prev.get('history', []) if invocation is None or h.get('invocation') != invocation]
+        e = {'at': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(summary.get('started', time.time()))),
+             'wall_seconds': summary['wall_seconds'], **entry}
+        if invocation is not None: e['invocation'] = invocation
+        if running: e['running'] = True
+        summary['history'] = hist + [e]
+        save_json({k: v for k, v in summary.items() if k != 'started'}, path)
+
+def check_grid(configs: list, *, cwd: Path) -> None:
+    """Refuse, before any work: entries that are not configs, duplicate (name, seed) entries, an SRD mechanism with no
+    refinement steps, and a data folder that does not exist (relative to the grid's working directory `cwd`)."""
+    seen = {}
+    for i, c in enumerate(configs):
+        if not isinstance(c, ExperimentConfig): raise TypeError(f'configs[{i}] is a {type(c).__name__}; expected an ExperimentConfig')
+        rs = getattr(c.srd, 'refine_seed', None)   # a table's unit: the seed, and the refinement seed where one is set
+        k = (c.name, c.seed, rs)
+        if k in seen:
+            raise ValueError(f'configs[{seen[k]}] and configs[{i}] are both name={c.name!r}, seed={c.seed}'
+                             + (f', srd.refine_seed={rs}' if rs is not None else '') + ': duplicate grid entries (the table '
+                             f'keeps one run per name and unit); allowed: each (name, seed, refine_seed) once')
+        seen[k] = i
+        s = c.srd
+        if s.mechanism != 'none' and s.base_steps >= c.train.steps:
+            raise ValueError(f'configs[{i}] ({c.name!r}, seed {c.seed}): srd.mechanism={s.mechanism!r} with srd.base_steps='
+                             f'{s.base_steps} and train.steps={c.train.steps} leaves no refinement steps, so it would train '
+                             f"as the baseline; allowed: base_steps < train.steps for an SRD mechanism, or mechanism='none'")
+        d = c.data
+        if d.dataset == 'folder' and d.data_dir and not (Path(cwd) / d.data_dir).is_dir():
+            raise FileNotFoundError(f"configs[{i}] ({c.name!r}): data.data_dir={d.data_dir!r} is not a folder (a relative path "
+                                    f"is relative to the grid's working directory {cwd}); point it at a folder of images")
+
+class GridStopped(RuntimeError):
+    "The grid was told to stop (SIGTERM, or a process it must not outlive died); its running jobs checkpointed and stopped."
 
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
              workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True) -> dict:
-    "Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures."
+    """Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures.
+    One writer per run directory (`run_lock`); a SIGTERM, or the death of a process in `SDR_WATCH_PIDS`, stops the jobs
+    (they checkpoint) and raises `GridStopped`; jobs stop by themselves when the grid dies."""
     check_int('workers', workers, 1, 64)
+    if threads is not None: check_int('threads', threads, 1, 1024)
+    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
+        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
     if not configs: raise ValueError('configs is empty: nothing to run')
-    ev, root = ev or EvalConfig(), Path(root).resolve()  # absolute: jobs run with their own working directory
+    cwd = Path.cwd()   # every relative path is resolved once, here, against the caller's directory; jobs run in it too
+    ev, root = ev or EvalConfig(), (cwd / root).resolve()
+    notebook = RUN_NOTEBOOK if notebook is None else (cwd / notebook).resolve() if notebook else None   # False: no notebook
+    if notebook is not None and not notebook.is_file(): raise FileNotFoundError(f'notebook={str(notebook)!r} is not a file')
+    check_grid(configs, cwd=cwd)
+    for c in configs:   # refuse damaged or stale records before any work
+        out = run_dir_for(root, experiment, c)
+        if (out / 'metrics.json').exists(): is_finished(out, 'run', ev)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    notebook = RUN_NOTEBOOK if notebook is None else notebook
-    summary = {'experiment': experiment, 'finished': [], 'skipped': [], 'reused': [], 'failed': [], 'workers': workers, 'threads': threads,
-               'hardware': hardware()}
     t0 = time.time()
+    summary = {'experiment': experiment, 'finished': [], 'skipped': [], 'reused': [], 'failed': [], 'stopped': [],
+               'workers': workers, 'threads': threads, 'hardware': hardware(), 'started': t0}
+    invocation, summary_path = f'{os.getpid()}-{t0:.0f}', root / experiment / 'summary.json'
+    say = (lambda m: print(f'[{time.time() - t0:7.0f} s] {m}', flush=True)) if progress else (lambda m: None)
 
     def record(status, kind, c, out, err=None):
-        summary[status].append({'kind': kind, 'name': c.name, 'seed': c.seed, 'dir': str(out), **({'error': err} if err else {})})
-        if progress: print(f'[{time.time() - t0:7.0f} s] {kind:4s} {c.name:24s} seed {c.seed}: {status}', flush=True)
+        rel = os.path.relpath(out, root) if out is not None else None   # facts, not machine paths
+        summary[status].append({'kind': kind, 'name': c.name, 'seed': c.seed, 'dir': rel, **({'error': err} if err else {})})
+        say(f'{kind:4s} {c.name:24s} seed {c.seed}: {status}')
 
     todo = []   # runs to train or score: finished ones are skipped, ones finished in another experiment are copied
     for c in configs:
         out = run_dir_for(root, experiment, c)
         if is_finished(out, 'run', ev): record('skipped', 'run', c, out); continue
         same = find_finished_elsewhere(root, experiment, 'run', c, ev)
-        if same is not None: copy_run_record(same, out, c); record('reused', 'run', c, out); continue
+        if same is not None:
+            with run_lock(out, say=say):
+                if not is_finished(out, 'run', ev): copy_run_record(same, out, c)
+            record('reused', 'run', c, out); continue
         todo.append(c)
-    if todo: prepare_reference(todo, ev, progress=progress)
+    if not todo:   # a rerun with nothing to do changes no file
+        if summary['reused']: summary['wall_seconds'] = round(time.time() - t0, 1); save_summary(summary_path, summary, invocation=invocation, finished=0, failed=0)
+        else: say(f'nothing to run: all {len(configs)} runs are finished; {summary_path.name} left as it is')
+        summary['wall_seconds'] = round(time.time() - t0, 1)
+        return summary
+    prepare_reference(todo, ev, progress=progress)
     bases = {}
     for c in todo:
         if c.srd.base_steps > 0: bases.setdefault(base_config_hash(c), c)
+
+    stopping, procs = {}, set()
+    def stop(reason):
+        if stopping: return
+        stopping['reason'] = reason
+        print(f'grid {experiment}: {reason}: stopping; its running jobs checkpoint and stop', file=sys.stderr, flush=True)
+        def reaper():   # papermill gets SIGINT (it interrupts its kernel, which checkpoints); direct jobs SIGTERM
+            told, deadline = set(), time.time() + GRACE_SECONDS
+            while time.time() < deadline:
+                for p in list(procs):
+                    if p not in told: told.add(p); p.send_signal(signal.SIGINT if 'papermill' in p.args else signal.SIGTERM)
+                time.sleep(0.2)
+            for p in list(procs): p.kill()
+        threading.Thread(target=reaper, daemon=True, name='sdr-grid-reaper').start()
+    me = [(os.getpid(), _proc_start(os.getpid()))]
+    jobs_watch = _watch_env(me)   # jobs must not outlive this grid (what the grid must not outlive, it watches itself:
+                                  # one stop signal per job, so the second-signal "stop now" never skips the checkpoint)
+    watchdog = start_watchdog(stop, parent=False) if watched_pids() else None
+    old_term = signal.signal(signal.SIGTERM, lambda s, f: stop('SIGTERM received')) if threading.current_thread() is threading.main_thread() else None
 
     base_dirs = {}   # base hash -> the finished base directory runs start from (possibly another experiment's)
 
     def job(kind, c):
         out = base_dir_for(root, experiment, c) if kind == 'base' else run_dir_for(root, experiment, c)
-        if kind == 'base':
-            if is_finished(out, kind, ev): return kind, c, out, 'skipped', None
-            same = find_finished_elsewhere(root, experiment, kind, c, ev)   # another experiment's identical base
-            if same is not None: return kind, c, same, 'reused', None
-        base_ck = base_dirs[base_config_hash(c)] / 'train' / 'checkpoints' / 'last.pt' if kind == 'run' and c.srd.base_steps > 0 else None
-        try:
-            _execute(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads, notebook=notebook)
-            (out / 'error.json').unlink(missing_ok=True)
-            return kind, c, out, 'finished', None
-        except Exception as e:
-            save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
-            return kind, c, out, 'failed', repr(e)
+        if stopping: return kind, c, out, 'stopped', stopping['reason']
+        with run_lock(out, say=say, cancelled=lambda: stopping.get('reason')) as lk:
+            if lk is None: return kind, c, out, 'stopped', stopping['reason']
+            if is_finished(out, kind, ev):   # finished by another grid while this one waited for the lock
+                (out / 'error.json').unlink(missing_ok=True)
+                return kind, c, out, 'skipped', None
+            if kind == 'base':
+                same = find_finished_elsewhere(root, experiment, kind, c, ev)   # another experiment's identical base
+                if same is not None: return kind, c, same, 'reused', None
+            ck = out / 'train' / 'checkpoints' / 'last.pt'
+            base_ck = base_dirs[base_config_hash(c)] / 'train' / 'checkpoints' / 'last.pt' if kind == 'run' and c.srd.base_steps > 0 else None
+            if ck.exists() and not checkpoint_ok(ck):
+                say(f'{ck} is damaged: the job sets it aside and restarts {c.name} seed {c.seed} from '
+                    + (f'its base checkpoint {os.path.relpath(base_ck, root)}' if base_ck else 'scratch'))
+            try:
+                _execute(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads, notebook=notebook, cwd=cwd,
+                         watch=jobs_watch, lock=lk, procs=procs)
+                (out / 'error.json').unlink(missing_ok=True)
+                return kind, c, out, 'finished', None
+            except Exception as e:
+                if stopping: return kind, c, out, 'stopped', stopping['reason']
+                save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
+                return kind, c, out, 'failed', repr(e)
+
+    def progress_so_far(running=True):
+        summary['wall_seconds'] = round(time.time() - t0, 1)
+        save_summary(summary_path, summary, invocation=invocation, running=running, finished=len(summary['finished']),
+                     failed=len(summary['failed']), **({'stopped': stopping['reason']} if stopping else {}))
 
     # bases first; each run is submitted as soon as its base is done (runs without a base phase at once)
     waiting = {}
     for c in todo: waiting.setdefault(base_config_hash(c) if c.srd.base_steps > 0 else None, []).append(c)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = {pool.submit(job, 'base', c) for c in bases.values()}
-        pending |= {pool.submit(job, 'run', c) for c in waiting.pop(None, [])}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                kind, c, out, status, err = f.result()
-                record(status, kind, c, out, err)
-                if kind == 'base':
-                    base_dirs[base_config_hash(c)] = out
-                    for r in waiting.pop(base_config_hash(c), []):
-                        if err: summary['failed'].append({'kind': 'run', 'name': r.name, 'seed': r.seed, 'error': 'its base run failed'})
-                        else: pending.add(pool.submit(job, 'run', r))
-    summary['wall_seconds'] = round(time.time() - t0, 1)
-    save_summary(root / experiment / 'summary.json', summary, finished=len(summary['finished']), failed=len(summary['failed']))
+    saved = [time.time()]
+    try:
+        progress_so_far()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(job, 'base', c) for c in bases.values()}
+            pending |= {pool.submit(job, 'run', c) for c in waiting.pop(None, [])}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=1.0)
+                for f in done:
+                    kind, c, out, status, err = f.result()
+                    record(status, kind, c, out, err)
+                    if kind == 'base':
+                        base_dirs[base_config_hash(c)] = out
+                        for r in waiting.pop(base_config_hash(c), []):
+                            if status in ('failed', 'stopped'):
+                                summary[status].append({'kind': 'run', 'name': r.name, 'seed': r.seed,
+                                                        'error': 'its base run failed' if status == 'failed' else err})
+                            else: pending.add(pool.submit(job, 'run', r))
+                if done or time.time() - saved[0] > 30: progress_so_far(); saved[0] = time.time()   # a SIGKILL leaves a lower bound
+    finally:
+        if watchdog is not None: watchdog.set()
+        if old_term is not None: signal.signal(signal.SIGTERM, old_term)
+    progress_so_far(running=False)
     if summary['failed'] and progress:
         print(f"{len(summary['failed'])} failed: " + '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in summary['failed']))
+    if stopping: raise GridStopped(f"grid {experiment} stopped ({stopping['reason']}): {len(summary['stopped'])} jobs stopped; "
+                                   f"rerun to resume them from their checkpoints")
     return summary
 
 # %% ../nbs/09_experiments.ipynb #2faaee93
@@ -332,12 +533,27 @@ def _job_main(argv=None):
     args = json.loads((argv or sys.argv[1:])[0])
     run_job(**args)
 
+def _stop_with_grid():
+    """In a job started by a grid (`SDR_WATCH_PIDS` set): when the grid (or this job's parent) dies, SIGTERM ourselves,
+    so training checkpoints at the end of its step and stops; after `GRACE_SECONDS` exit hard."""
+    if not os.environ.get('SDR_WATCH_PIDS'): return None
+    def gone(reason):
+        print(f'job {os.getpid()}: {reason}: checkpointing and stopping', file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(GRACE_SECONDS); os._exit(143)
+    return start_watchdog(gone, parent=True)
+
 def run_job(kind: str, config_json: str, out_dir: str, eval_json: str, base_checkpoint: str = ''):
     "Execute a base or run job from JSON arguments (used by the run notebook and the subprocess entry point)."
+    check_choice('kind', kind, ('run', 'base'))
     cfg = ExperimentConfig.from_dict(json.loads(config_json))
     ev = EvalConfig.from_dict(json.loads(eval_json))
-    if kind == 'base': return train_base(cfg, out_dir, curve_every=ev.base_curve_every, heldout=ev.heldout)
-    return run_experiment(cfg, out_dir, ev=ev, base_checkpoint=base_checkpoint or None)
+    watch = _stop_with_grid()
+    try:
+        if kind == 'base': return train_base(cfg, out_dir, curve_every=ev.base_curve_every, heldout=ev.heldout)
+        return run_experiment(cfg, out_dir, ev=ev, base_checkpoint=base_checkpoint or None)
+    finally:
+        if watch is not None: watch.set()
 
 if __name__ == '__main__' and '__file__' in globals(): _job_main()
 
@@ -563,12 +779,15 @@ def with_overrides(cfg: ConfigBase, overrides: dict) -> ConfigBase:
 
 def scaled_preset(name: str, *, steps: int | None = None, base_steps: int | None = None, cycle: int | None = None,
                   seed: int = 0) -> ExperimentConfig:
-    "A preset with its schedule shortened or lengthened (None keeps the preset's value)."
+    "A preset with its schedule shortened or lengthened (None keeps the preset's value; 0 or less is refused, never read as 'the preset's')."
     from sdr.core import preset
+    if steps is not None: check_int('steps', steps, 1)
+    if base_steps is not None: check_int('base_steps', base_steps, 0)
+    if cycle is not None: check_int('cycle', cycle, 1)
     cfg = preset(name, seed=seed)
-    return with_overrides(cfg, {'train': {'steps': steps or cfg.train.steps},
+    return with_overrides(cfg, {'train': {'steps': cfg.train.steps if steps is None else steps},
                                 'srd': {'base_steps': cfg.srd.base_steps if base_steps is None else base_steps,
-                                        'cycle': cycle or cfg.srd.cycle}})
+                                        'cycle': cfg.srd.cycle if cycle is None else cycle}})
 
 def variant_configs(base: ExperimentConfig, variants: dict[str, dict], seeds) -> list[ExperimentConfig]:
     "One config per (seed, variant): `base` with the variant's overrides, named after the variant."
@@ -584,6 +803,24 @@ def default_floor_sd(preset: str | None, reports_dir) -> float:
     committed, rerun = (Path(reports_dir) / p for p in CPU_RERUN)
     return rerun_floor_sd(committed, rerun) if preset == 'cpu' and rerun.exists() else 0.0
 
+def checked_records(root, experiment: str, metric: str | None = None, *, records: list[dict] | None = None) -> tuple[list[dict], str]:
+    """Every finished run record of an experiment (or the given `records`) and the score the table reads: `metric` if any
+    record has it, else FID if any record has one, else the held-out loss. Refuses (naming the files) a truncated record,
+    and records where that score is missing or not finite: a table never silently drops a seed or switches its metric."""
+    if records is None:
+        paths = sorted((Path(root) / experiment).glob('*/metrics.json'))
+        records = [load_json(p) for p in paths]   # a truncated file raises, naming it
+    else: paths = [f"record {r.get('run_id', i)}" for i, r in enumerate(records)]
+    if not paths: raise ValueError(f'no finished runs under {Path(root) / experiment}')
+    key = next((k for k in (metric, 'fid', 'heldout_loss') if k and any(r.get(k) is not None for r in records)), None)
+    if key is None: raise ValueError(f'no record under {Path(root) / experiment} holds fid or heldout_loss')
+    bad = [f'{p} ({key}={r.get(key)!r})' for p, r in zip(paths, records)
+           if not isinstance(r.get(key), (int, float)) or not math.isfinite(r[key])]
+    if bad:
+        raise ValueError(f'{len(bad)} of {len(paths)} run records lack a finite {key!r}, so no table is built: ' + '; '.join(bad)
+                         + '. Rerun those runs (delete their metrics.json) or move them away.')
+    return records, key
+
 def report_experiment(root, experiment: str, out_stem, *, order: list, baseline: str | dict = 'baseline',
                       paper: dict | None = None, paper_change: dict | None = None, title: str = '', notes: str = '',
                       preset: str | None = None, metric: str | None = None, metric_label: str | None = None,
@@ -594,12 +831,9 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     `floor_sd` (None: the cpu preset's measured rerun floor, `CPU_RERUN`, else 0), `margin`, `confirmatory` and `unit_key`
     go to `summarize`; `records` replaces the experiment's collected records."""
     if floor_sd is None: floor_sd = default_floor_sd(preset, Path(out_stem).parent)
-    records = collect(root, experiment) if records is None else records   # given: e.g. with units re-keyed
-    if not records: raise ValueError(f'no finished runs under {Path(root) / experiment}')
-    if metric is not None and all(r.get(metric) is not None for r in records): key, label = metric, metric_label or metric
-    else:
-        key = 'fid' if all(r.get('fid') is not None for r in records) else 'heldout_loss'
-        label, higher_is_better = {'fid': 'FID', 'heldout_loss': 'held-out loss'}[key], False
+    records, key = checked_records(root, experiment, metric, records=records)
+    if key == metric: label = metric_label or metric
+    else: label, higher_is_better = {'fid': 'FID', 'heldout_loss': 'held-out loss'}[key], False
     scores = (f"{records[0]['n_gen']} generated vs {records[0]['n_real']} real, `{records[0]['extractor']}`" if records[0].get('extractor')
               else 'held-out loss (no FID)' if key == 'heldout_loss' else label)
     if key != 'heldout_loss': notes += f' Scores: {scores}.'
@@ -618,7 +852,9 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     register_report(Path(out_stem).parent, experiment, table=md.name, title=title, preset=preset,
                     seeds=sorted({r['seed'] for r in records}), runs=len(records), reused=len(records) - len(own),
                     wall_seconds=sum(h['wall_seconds'] for h in summ.get('history', [])) or summ.get('wall_seconds'), compute_seconds=round(sum(r.get('wall_seconds', 0) for r in own)),
-                    wall_unrecorded=summ.get('history_unrecorded'), scores=scores, hardware=summ.get('hardware'))
+                    wall_unrecorded=summ.get('history_unrecorded') or (
+                        'an invocation was killed before it finished: its time so far is counted' if any(h.get('running') for h in summ.get('history', [])) else None),
+                    scores=scores, hardware=summ.get('hardware'))
     return rows, md
 
 def cost_table_markdown(records: list[dict], order: list) -> str:
@@ -642,9 +878,15 @@ def register_report(reports_dir, experiment: str, **entry) -> Path:
     reports_dir = Path(reports_dir)
     idx_path = reports_dir / 'index.json'
     idx = load_json(idx_path) if idx_path.exists() else {}
-    idx[experiment] = {**entry, 'updated': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
-    save_json(idx, idx_path)
-    (reports_dir / 'README.md').write_text(reports_index_markdown(idx, reports_dir))
+    old = idx.get(experiment, {})
+    entry = json.loads(json.dumps(entry, default=str))   # as it will read back
+    same = lambda d: {k: v for k, v in d.items() if k != 'updated' and v is not None}   # a key absent = a key set to None
+    if same(old) != same(entry) or 'updated' not in old:   # unchanged: no new timestamp
+        idx[experiment] = {**entry, 'updated': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+        save_json(idx, idx_path)
+    readme = reports_index_markdown(idx, reports_dir)
+    if not (reports_dir / 'README.md').exists() or (reports_dir / 'README.md').read_text() != readme:
+        (reports_dir / 'README.md').write_text(readme)
     return reports_dir / 'README.md'
 
 def _hms(s) -> str:
@@ -668,3 +910,33 @@ def reports_index_markdown(idx: dict, reports_dir) -> str:
                     if p.relative_to(reports_dir).as_posix() not in listed and 'runs' not in p.parts)
     if others: L += ['', 'Other reports:', ''] + [f'- [{o}]({o})' for o in others]
     return '\n'.join(L) + '\n'
+
+class MarkdownText:
+    "Markdown that renders as such in Jupyter and shows as its text in a terminal (papermill `--log-output` prints text/plain)."
+    def __init__(self, text: str): self.text = str(text)
+    def _repr_markdown_(self): return self.text
+    def _repr_pretty_(self, p, cycle): p.text(self.text)
+    def __repr__(self): return self.text
+
+def publish_notebook(new, dst, stamp=None, *summaries) -> Path:
+    """Move a successfully executed notebook `new` to `dst`, unless nothing ran: when `dst` exists and every grid summary
+    in `summaries` that exists is older than the file `stamp` (made before the run), no grid wrote anything, so `dst`
+    is kept byte for byte and `new` deleted: a rerun that changes nothing changes no tracked file (`make reproduce`)."""
+    new, dst = Path(new), Path(dst)
+    have = [Path(s) for s in summaries if Path(s).exists()]
+    if dst.exists() and stamp and have and all(s.stat().st_mtime <= Path(stamp).stat().st_mtime for s in have):
+        new.unlink(missing_ok=True)
+        print(f'{dst}: nothing ran, so the executed notebook is kept as it is')
+        return dst
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(new), dst)
+    print(f'{dst}: written')
+    return dst
+
+def with_data_dir(cfg: ExperimentConfig, data_dir) -> ExperimentConfig:
+    "`cfg` reading its images from `data_dir` ('' or None: unchanged). Only a 'folder' dataset reads a folder; a relative path stays relative (run ids do not depend on the machine): grids resolve it against their working directory."
+    if not data_dir: return cfg
+    if cfg.data.dataset != 'folder':
+        raise ValueError(f"data_dir={str(data_dir)!r} given, but this preset's dataset is {cfg.data.dataset!r}, which reads no "
+                         f"folder; allowed: data_dir with a 'folder' dataset (e.g. preset_name='paper'), or data_dir=''")
+    return cfg.replace(data=cfg.data.replace(data_dir=str(data_dir)))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #587a8304
 from __future__ import annotations
-import contextlib, math, os, signal, threading, time
+import contextlib, math, os, signal, sys, tempfile, threading, time
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +22,46 @@ from .gradcam import build_flaw_highlighter, flaw_activation_map, mean_fam, trai
 from .srd import add_map_projections, control_map, modulate_attention, noise_amplify
 
 # %% auto #0
-__all__ = ['save_checkpoint', 'load_checkpoint', 'TrainingInterrupted', 'GracefulStop', 'Trainer', 'smooth', 'plot_loss',
-           'base_config', 'base_config_hash', 'highlighter_config_hash', 'file_lock', 'map_stats', 'SRDTrainer',
-           'plot_mfam_history', 'main']
+__all__ = ['CorruptCheckpoint', 'save_checkpoint', 'checkpoint_ok', 'load_checkpoint', 'set_aside', 'TrainingInterrupted',
+           'GracefulStop', 'Trainer', 'smooth', 'plot_loss', 'base_config', 'base_config_hash',
+           'highlighter_config_hash', 'file_lock', 'map_stats', 'SRDTrainer', 'plot_mfam_history', 'main']
 
 # %% ../nbs/06_train.ipynb #5d0583ca
+class CorruptCheckpoint(ValueError):
+    "A checkpoint file that cannot be read (truncated by a kill during a copy, a full disk, ...)."
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    "torch.save `state` to `path` atomically."
+    "torch.save `state` to `path` atomically: a temporary file with a unique name beside it, then a rename."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp.pt')
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
     return path
 
+def checkpoint_ok(path: str | os.PathLike) -> bool:
+    "Cheap integrity check: the file is a complete torch zip archive (its central directory, at the end, is readable)."
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z: return bool(z.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError): return False
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    return torch.load(path, map_location='cpu', weights_only=False)
+    "torch.load on the CPU; a damaged file raises `CorruptCheckpoint` naming it."
+    try: return torch.load(path, map_location='cpu', weights_only=False)
+    except FileNotFoundError: raise
+    except Exception as e:
+        raise CorruptCheckpoint(f'checkpoint {path} cannot be read ({type(e).__name__}: {str(e)[:200]})') from None
+
+def set_aside(path: str | os.PathLike) -> Path:
+    "Rename a damaged file out of the way (kept for inspection, never read again): `last.pt` -> `last.corrupt-<time>.pt`."
+    path = Path(path)
+    dst = path.with_name(f"{path.stem}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}{path.suffix}")
+    os.replace(path, dst)
+    return dst
 
 # %% ../nbs/06_train.ipynb #1326c6b8
 class TrainingInterrupted(KeyboardInterrupt):
@@ -158,7 +183,14 @@ class Trainer:
     def resume(self) -> bool:
         "Load `out_dir/checkpoints/last.pt` if it exists; True if it did."
         if not self.checkpoint_path.exists(): return False
-        self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        try: sd = load_checkpoint(self.checkpoint_path)
+        except CorruptCheckpoint as e:   # set it aside and start over from the last good state: say which
+            aside = set_aside(self.checkpoint_path)
+            base = getattr(self, 'base_checkpoint', None)
+            print(f'{e}: set aside as {aside.name}; this run restarts from '
+                  + (f'its shared base checkpoint {base}' if base else 'scratch (step 0)'), file=sys.stderr, flush=True)
+            return False
+        self.load_state_dict(sd)
         return True
 
     # -- the loop ---------------------------------------------------------------------------

@@ -47,10 +47,11 @@ def test_failed_run_is_recorded_and_grid_goes_on(tmp_path):
     c = preset('smoke')
     c = c.replace(train=c.train.replace(steps=12), srd=c.srd.replace(base_steps=0))
     good = c.replace(name='good')
-    bad = c.replace(name='bad', data=c.data.replace(dataset='folder', data_dir=str(tmp_path / 'missing')))
+    (tmp_path / 'empty').mkdir()   # exists (a missing folder is refused before any work), but the job finds no images
+    bad = c.replace(name='bad', data=c.data.replace(dataset='folder', data_dir=str(tmp_path / 'empty')))
     s = run_grid('f', [bad, good], root=tmp_path, ev=EvalConfig(n_samples=4, n_real=4, sample_steps=2, metric='none',
                                                                   heldout=16), progress=False)
-    assert [r['name'] for r in s['failed']] == ['bad'] and 'does not exist' in s['failed'][0]['error']
+    assert [r['name'] for r in s['failed']] == ['bad'] and 'contains no images' in s['failed'][0]['error']
     assert [r['name'] for r in s['finished']] == ['good']
     assert len(collect(tmp_path, 'f')) == 1
     assert list((tmp_path / 'f').glob('*/error.json'))
