@@ -25,13 +25,29 @@ def _conv_dtypes(tr, fn):
     return set(seen)
 
 
-@pytest.mark.parametrize('flags, expected', [({'avx512f', 'avx512_bf16'}, 'fp32'),   # AMD Zen 4: no AMX
-                                             (set(), 'fp32'),                          # no bf16 at all
-                                             ({'avx512_bf16', 'amx_bf16', 'amx_tile'}, 'bf16')])
-def test_auto_follows_amx_on_cpu(monkeypatch, tmp_path, flags, expected):
+@pytest.mark.parametrize('flags, speedup, expected', [
+    ({'avx512f', 'avx512_bf16'}, 0.4, 'fp32'),          # AVX512-BF16 without AMX, bf16 measured slower (an earlier Zen 4)
+    ({'avx512f', 'avx512_bf16'}, 1.05, 'fp32'),         # ... or not faster by BF16_MIN_SPEEDUP
+    ({'avx512f', 'avx512_bf16'}, 1.6, 'bf16'),          # ... measured faster
+    (set(), 1.6, 'fp32'),                                # no bf16 instructions: fp32 whatever a probe would say
+    ({'avx512_bf16', 'amx_bf16', 'amx_tile'}, 0.4, 'bf16')])   # AMX: bf16 without a probe
+def test_auto_on_cpu_follows_amx_then_the_measurement(monkeypatch, tmp_path, flags, speedup, expected):
+    probed = []
     monkeypatch.setattr(core, 'cpu_flags', lambda: frozenset(flags))
+    monkeypatch.setattr(core, 'bf16_speedup', lambda: probed.append(1) or speedup)
     assert resolve_precision('auto', 'cpu') == expected
     assert Trainer(_smoke(precision='auto'), tmp_path, device='cpu', progress=False).precision == expected
+    assert bool(probed) == ('avx512_bf16' in flags and 'amx_bf16' not in flags)
+
+
+def test_bf16_speedup_is_measured_once_and_cached(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(core, '_bf16_probe', lambda: calls.append(1) or 1.5)
+    assert core.bf16_speedup(cache_dir=tmp_path) == 1.5
+    assert core.bf16_speedup(cache_dir=tmp_path) == 1.5
+    assert len(calls) == 1 and len(list((tmp_path / 'precision').glob('bf16-*.json'))) == 1
+    (next((tmp_path / 'precision').glob('bf16-*.json'))).write_text('{broken')
+    assert core.bf16_speedup(cache_dir=tmp_path) == 1.5 and len(calls) == 2   # a damaged entry is measured again
 
 
 def test_bad_precision_is_refused():
