@@ -45,7 +45,7 @@ def main():
           f"avx512_bf16={'avx512_bf16' in cpu_flags()}; torch {torch.__version__}, {a.threads} thread(s)")
     curves, secs, trainers = {}, {}, {}
     with tempfile.TemporaryDirectory() as d:
-        arms = [('fp32', s) for s in a.seeds] + [('bf16', a.seeds[0])]
+        arms = [('fp32', a.seeds[0]), ('bf16', a.seeds[0])] + [('fp32', s) for s in a.seeds[1:]]
         for prec, seed in arms:
             k = f'{prec} seed {seed}'
             trainers[k], curves[k], secs[k] = curve(base.replace(seed=seed, precision=prec), f'{d}/{prec}{seed}', heldout, a.every)

@@ -31,6 +31,36 @@ def header() -> str:
             f"precision='auto' resolves to {resolve_precision('auto', 'cpu')} here; load average {os.getloadavg()[0]:.2f}")
 
 
+import contextlib
+import torch.nn.functional as F
+from einops import rearrange
+from sdr.unet import SelfAttention
+
+
+def _attention_in_autocast_dtype(self, x):
+    "SelfAttention.forward before attention was pinned to fp32: SDPA in the autocast dtype (for the bench's 'before')."
+    B, C, H, W = x.shape
+    q, k, v = self.qkv(x)
+    if self.kv_modulation is not None: k, v = self.kv_modulation(self, k, v, (H, W))
+    out = F.scaled_dot_product_attention(q, k, v)
+    out = self.proj(rearrange(out, 'b heads (h w) d -> b (h w) (heads d)', h=H, w=W))
+    return x + rearrange(out, 'b (h w) c -> b c h w', h=H, w=W)
+
+
+@contextlib.contextmanager
+def bf16_attention():
+    fwd = SelfAttention.forward
+    SelfAttention.forward = _attention_in_autocast_dtype
+    try: yield
+    finally: SelfAttention.forward = fwd
+
+
+def in_context(ctx, f):
+    def g():
+        with ctx(): return f()
+    return g
+
+
 def alternate(fns: dict, *, blocks: int, reps: int = 1) -> dict:
     "Median seconds per call of each function, timed in alternating blocks of `reps` calls (after one warm-up call each)."
     for f in fns.values(): f()
@@ -62,9 +92,12 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         tr = {p: Trainer(cfg.replace(precision=p), f'{d}/{p}', device='cpu', progress=False) for p in ('fp32', 'bf16')}
         if 'train' not in a.skip:
-            t = alternate({p: tr[p].train_step for p in tr}, blocks=a.blocks, reps=3)
-            rows += [('training step (cpu preset, batch 64)', 'fp32 eager (before)', t['fp32'], 's/step', 1),
-                     ('training step (cpu preset, batch 64)', 'bf16 autocast', t['bf16'], 's/step', 1)]
+            t = alternate({'fp32': tr['fp32'].train_step, 'bf16': tr['bf16'].train_step,
+                           'bf16 att': in_context(bf16_attention, tr['bf16'].train_step)}, blocks=a.blocks, reps=3)
+            part = 'training step (cpu preset, batch 64)'
+            rows += [(part, 'fp32 eager (before)', t['fp32'], 's/step', 1),
+                     (part, 'bf16 autocast, attention in bf16', t['bf16 att'], 's/step', 1),
+                     (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'], 's/step', 1)]
         if 'sample' not in a.skip:
             ema = tr['fp32'].ema.model
             ema_cl = copy.deepcopy(ema).to(memory_format=torch.channels_last)
@@ -75,11 +108,13 @@ def main():
                     with precision_context(prec):
                         diff.sample(model, shape, steps=n, generator=torch.Generator().manual_seed(0))
                 return f
-            t = alternate({'fp32': run(ema, 'fp32'), 'cl': run(ema_cl, 'fp32'), 'bf16': run(ema, 'bf16')}, blocks=a.blocks)
+            t = alternate({'fp32': run(ema, 'fp32'), 'cl': run(ema_cl, 'fp32'), 'bf16': run(ema, 'bf16'),
+                           'bf16 att': in_context(bf16_attention, run(ema, 'bf16'))}, blocks=a.blocks)
             part = f'DDIM sampling, batch {a.sample_batch} (per step)'
             rows += [(part, 'fp32 (before)', t['fp32'] / n, 's/step', a.sample_batch),
                      (part, 'fp32 channels-last', t['cl'] / n, 's/step', a.sample_batch),
-                     (part, 'bf16 autocast', t['bf16'] / n, 's/step', a.sample_batch)]
+                     (part, 'bf16 autocast, attention in bf16', t['bf16 att'] / n, 's/step', a.sample_batch),
+                     (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'] / n, 's/step', a.sample_batch)]
     if 'score' not in a.skip or ('fid' not in a.skip and a.fid_n):
         exact, fast = M.load_fid_inception('cpu', fast=False), M.load_fid_inception('cpu')
     if 'score' not in a.skip:
