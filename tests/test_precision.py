@@ -88,3 +88,13 @@ def test_bf16_training_stays_close_to_fp32(tmp_path):
     la, lb = [r['loss'] for r in a.log], [r['loss'] for r in b.log]
     assert la != lb                                  # bf16 really ran
     assert all(abs(x - y) / x < 0.05 for x, y in zip(la, lb)), (la, lb)
+
+
+def test_run_experiment_records_the_resolved_precision(tmp_path, monkeypatch):
+    from sdr.experiments import EvalConfig, run_experiment
+    from sdr.core import load_json
+    ev = EvalConfig(n_samples=2, n_real=2, sample_steps=1, metric='none', heldout=8)
+    monkeypatch.setattr(core, 'cpu_flags', lambda: frozenset({'avx2'}))     # no bf16 instructions: auto -> fp32
+    m = run_experiment(_smoke(precision='auto'), tmp_path / 'auto', ev=ev, device='cpu')
+    assert m['precision'] == 'fp32' and load_json(tmp_path / 'auto' / 'metrics.json')['precision'] == 'fp32'
+    assert run_experiment(_smoke(precision='bf16'), tmp_path / 'bf16', ev=ev, device='cpu')['precision'] == 'bf16'
