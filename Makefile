@@ -126,6 +126,8 @@ bench: setup
 	$(PY) bench/train_step.py
 	$(PY) bench/srd_overhead.py
 	$(PY) bench/gradcam.py
+	$(PY) bench/speed.py  # fp32 vs bf16 training and sampling, FID-Inception fast path, with the CPU's ISA flags
+	$(PY) bench/fid_per_minute.py  # ours vs diffusers UNet2DModel of equal size, same training wall time, FD-domain
 
 export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export

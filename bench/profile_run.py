@@ -3,6 +3,7 @@ scoring features (FID Inception and FD-domain), each split into conv / matmul / 
 other ops and the time no op accounts for (Python and dispatch overhead).
 
     .venv/bin/python bench/profile_run.py [--threads 1] [--steps 5] [--top 12] [--sample-batch 256] [--inception-batch 64]
+                                          [--precision fp32|bf16] [--only train sample inception fd_domain]
 
 The fair-scale preset uses the cpu preset's U-Net and batch at 16x16, so the training-step profile covers both.
 The profiled regions run several times first (warm-up) and the wall time is measured without the profiler.
@@ -14,7 +15,7 @@ import sdr.core  # noqa: F401  (first: makes torchvision, which torch-fidelity i
 import torch
 from torch.profiler import profile, ProfilerActivity
 
-from sdr.core import preset, DataConfig
+from sdr.core import preset, DataConfig, precision_context
 from sdr.train import Trainer
 from sdr.data import load_dataset
 
@@ -82,30 +83,35 @@ def main():
     ap.add_argument('--sample-batch', type=int, default=256)
     ap.add_argument('--sample-steps', type=int, default=5, help='DDIM steps profiled (per-step cost; x25 for the fair preset)')
     ap.add_argument('--inception-batch', type=int, default=64)
+    ap.add_argument('--precision', default='fp32', choices=['fp32', 'bf16'], help='U-Net training and sampling')
     ap.add_argument('--only', nargs='*', default=['train', 'sample', 'inception', 'fd_domain'])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print('#', cpu_info())
-    cfg = preset('cpu')
+    cfg = preset('cpu', precision=a.precision)
     with tempfile.TemporaryDirectory() as d:
         tr = Trainer(cfg, d, device='cpu', progress=False)
         if 'train' in a.only:
-            profile_region(f'cpu-preset training step (batch {cfg.train.batch_size}, 16x16, fp32 eager)', tr.train_step,
+            profile_region(f'cpu-preset training step (batch {cfg.train.batch_size}, 16x16, {a.precision} eager)', tr.train_step,
                            reps=a.steps, top=a.top)
         if 'sample' in a.only:
             g = torch.Generator().manual_seed(0)
-            fn = lambda: tr.diffusion.sample(tr.ema.model, (a.sample_batch, 1, 16, 16), steps=a.sample_steps, generator=g)
-            w, _, _ = profile_region(f'DDIM sampling, batch {a.sample_batch}, {a.sample_steps} steps (EMA model)', fn,
+            def fn():
+                with precision_context(a.precision):
+                    tr.diffusion.sample(tr.ema.model, (a.sample_batch, 1, 16, 16), steps=a.sample_steps, generator=g)
+            w, _, _ = profile_region(f'DDIM sampling, batch {a.sample_batch}, {a.sample_steps} steps (EMA model, {a.precision})', fn,
                                      reps=max(2, a.steps // 2), top=a.top)
             print(f'per DDIM step: {w / a.sample_steps * 1e3:.0f} ms = {w / a.sample_steps / a.sample_batch * 1e3:.2f} ms/image/step')
     x = load_dataset(DataConfig(image_size=16), 'test')[0]
     if 'inception' in a.only:
         from sdr import metrics as M
-        ex = M.load_fid_inception('cpu')
         xb = x[:a.inception_batch]
-        w, _, _ = profile_region(f'FID Inception features, batch {a.inception_batch} (16x16 grey -> 299x299 RGB)',
-                                 lambda: ex(xb), reps=max(2, a.steps // 2), top=a.top)
-        print(f'per image: {w / len(xb) * 1e3:.1f} ms')
+        for fast in (False, True):
+            ex = M.load_fid_inception('cpu', fast=fast)
+            w, _, _ = profile_region(f'FID Inception features, batch {a.inception_batch} (16x16 grey -> 299x299 RGB), '
+                                     f'{"BN folded + channels-last (fast=True)" if fast else "torch-fidelity module (fast=False)"}',
+                                     lambda: ex(xb), reps=max(2, a.steps // 2), top=a.top)
+            print(f'per image: {w / len(xb) * 1e3:.1f} ms')
     if 'fd_domain' in a.only:
         from sdr import metrics as M
         ex = M.load_domain_extractor(DataConfig(image_size=16))

@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS', 'PRESETS', 'patch_torchvision',
-           'import_torchvision', 'pick_device', 'check_range', 'check_int', 'check_choice', 'seed_everything',
-           'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig',
-           'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig',
-           'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset', 'save_json', 'load_json',
-           'check_notebook_parameters', 'cpu_flags', 'resolve_precision', 'precision_context']
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS', 'PRESETS', 'BF16_MIN_SPEEDUP',
+           'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range', 'check_int', 'check_choice',
+           'seed_everything', 'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase', 'added_field',
+           'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
+           'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset',
+           'save_json', 'load_json', 'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup',
+           'resolve_precision', 'precision_context']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -580,16 +581,65 @@ def cpu_flags() -> frozenset[str]:
     except OSError: pass
     return frozenset()
 
+def cpu_model() -> str:
+    "The CPU's model name (`lscpu`'s Model name), else the platform's processor string."
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    import platform
+    return platform.processor() or platform.machine()
+
+BF16_MIN_SPEEDUP = 1.1   # 'auto' picks bf16 on an AVX512-BF16 CPU without AMX when it measured at least this much faster
+
+def _bf16_probe(blocks: int = 3) -> float:
+    "Median fp32/bf16 time ratio of a conv-GroupNorm-SiLU stack's forward+backward (64 ch, 16x16, batch 64), alternated."
+    import time
+    from torch import nn
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(*[m for _ in range(4) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.GroupNorm(8, 64), nn.SiLU())])
+        x = torch.randn(64, 64, 16, 16)
+    def step(bf16: bool):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): y = net(x).float().square().mean()
+        y.backward()
+    ratios = []
+    for b in range(blocks + 1):
+        t = {}
+        for bf16 in (False, True):
+            t0 = time.perf_counter(); step(bf16); step(bf16); t[bf16] = time.perf_counter() - t0
+        if b: ratios.append(t[False] / t[True])   # block 0 warms up
+    return sorted(ratios)[len(ratios) // 2]
+
+def bf16_speedup(*, cache_dir=None, refresh: bool = False) -> float:
+    "fp32 time / bf16-autocast time on this CPU (`_bf16_probe`), measured once per machine and cached as JSON."
+    flags = cpu_flags()
+    key = {'cpu': cpu_model(), 'flags': sorted(flags & {'amx_bf16', 'amx_tile', 'avx512_bf16', 'avx512f', 'avx2'}),
+           'torch': torch.__version__, 'threads': torch.get_num_threads()}
+    root = Path(cache_dir or os.environ.get('SDR_CACHE') or Path.home() / '.cache' / 'sdr').expanduser() / 'precision'
+    path = root / f"bf16-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}.json"
+    if path.is_file() and not refresh:
+        try: return float(json.loads(path.read_text())['speedup'])
+        except (ValueError, KeyError): pass   # a damaged entry is measured again
+    speedup = _bf16_probe()
+    save_json({**key, 'speedup': round(speedup, 3)}, path)
+    return speedup
+
 def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu', *, flags: Iterable[str] | None = None) -> str:
-    """'fp32' or 'bf16' for `precision` ('auto' | 'fp32' | 'bf16') on `device`. 'auto': bf16 on a CUDA GPU that supports it
-    and on a CPU with AMX-BF16 (`flags`: the CPU's ISA flags, default `cpu_flags()`), fp32 everywhere else."""
+    """'fp32' or 'bf16' for `precision` ('auto' | 'fp32' | 'bf16') on `device`. 'auto': bf16 on a CUDA GPU that supports
+    it, on a CPU with AMX-BF16, and on a CPU with AVX512-BF16 where `bf16_speedup()` >= `BF16_MIN_SPEEDUP`; else fp32.
+    `flags`: the CPU's ISA flags (default `cpu_flags()`)."""
     check_choice('precision', precision, PRECISIONS)
     dev = torch.device(device)
     if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError(f"precision='bf16' on {dev}: this GPU does not support bfloat16; use 'fp32' or 'auto'")
     if precision != 'auto': return precision
     if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
-    if dev.type == 'cpu': return 'bf16' if 'amx_bf16' in (cpu_flags() if flags is None else frozenset(flags)) else 'fp32'
+    if dev.type != 'cpu': return 'fp32'
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    if 'amx_bf16' in flags: return 'bf16'
+    if 'avx512_bf16' in flags: return 'bf16' if bf16_speedup() >= BF16_MIN_SPEEDUP else 'fp32'
     return 'fp32'
 
 def precision_context(precision: str, device: torch.device | str = 'cpu'):

@@ -24,9 +24,9 @@ __all__ = ['FID_WEIGHTS_PACKAGE', 'FID_WEIGHTS_VERSION', 'FID_WEIGHTS_FILE', 'FI
            'warn_if_rank_deficient', 'feature_stats', 'frechet_distance', 'frechet_distance_to_features',
            'fid_from_features', 'kid_from_features', 'bootstrap_ci', 'jackknife_ci', 'inception_key_map',
            'InceptionWeightsMissing', 'default_cache_dir', 'locate_fid_weights', 'convert_fid_inception_weights',
-           'fid_inception_weights', 'InceptionFeatures', 'load_fid_inception', 'images_to_uint8', 'extract_features',
-           'inception_features', 'real_stats', 'DomainClassifier', 'train_domain_classifier', 'DomainFeatures',
-           'load_domain_extractor', 'resolve_extractor', 'compute_fid', 'blur_images', 'noise_images',
+           'fid_inception_weights', 'InceptionFeatures', 'fold_batch_norm', 'load_fid_inception', 'images_to_uint8',
+           'extract_features', 'inception_features', 'real_stats', 'DomainClassifier', 'train_domain_classifier',
+           'DomainFeatures', 'load_domain_extractor', 'resolve_extractor', 'compute_fid', 'blur_images', 'noise_images',
            'degradation_curve', 'plot_degradation_curve', 'is_increasing']
 
 # %% ../nbs/07_metrics.ipynb #a07e3b29
@@ -287,12 +287,24 @@ class InceptionFeatures:
         with torch.no_grad(): return self.net(x)[0]
     def __repr__(self): return f'InceptionFeatures({self.name}; {self.source})'
 
-def load_fid_inception(device=None, *, cache_dir=None, source=None) -> InceptionFeatures:
-    "The standard FID Inception-V3 (TF 2015-12-05 graph, pool3) in torch-fidelity's extractor, loaded offline."
+def fold_batch_norm(net: nn.Module) -> nn.Module:
+    "Fold each eval-mode BatchNorm2d into the convolution before it (`.conv`/`.bn` pairs, as torch-fidelity's BasicConv2d), in place."
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    for m in net.modules():
+        if isinstance(getattr(m, 'conv', None), nn.Conv2d) and isinstance(getattr(m, 'bn', None), nn.BatchNorm2d):
+            m.conv, m.bn = fuse_conv_bn_eval(m.conv, m.bn), nn.Identity()
+    return net
+
+def load_fid_inception(device=None, *, cache_dir=None, source=None, fast: bool = True) -> InceptionFeatures:
+    """The standard FID Inception-V3 (TF 2015-12-05 graph, pool3) in torch-fidelity's extractor, loaded offline.
+    `fast` (default): batch norm folded into the convolutions and channels-last memory, the same network in exact
+    arithmetic (features agree to float rounding; bench/speed.py measures the speed-up and the FID change on the same
+    images, goal < 0.1 %); `fast=False`: torch-fidelity's module as it is."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # imports torchvision: after sdr.core
     path = fid_inception_weights(cache_dir=cache_dir, source=source)
     net = FeatureExtractorInceptionV3(INCEPTION_NAME, ['2048'], feature_extractor_weights_path=str(path))  # strict load
     net.requires_grad_(False).eval()
+    if fast: net = fold_batch_norm(net).to(memory_format=torch.channels_last).requires_grad_(False)
     return InceptionFeatures(net.to(pick_device(device)), INCEPTION_NAME,
                              f'{FID_WEIGHTS_PACKAGE} {FID_WEIGHTS_VERSION} {FID_WEIGHTS_FILE} (sha1 {FID_WEIGHTS_SHA1[:8]}) '
                              'in torch-fidelity FeatureExtractorInceptionV3')

@@ -338,8 +338,9 @@ class SRDTrainer(Trainer):
     def _ema_samples(self, n: int, steps: int, label) -> torch.Tensor:
         c, s = self.cfg.data.channels, self.cfg.data.image_size
         g = make_generator(derive_seed(self.cfg.seed, 'srd', label))
-        out = [self.diffusion.sample(self.sampling_model(self.ema.model, slice(i, i + 256), n), (min(256, n - i), c, s, s),
-                                     steps=steps, generator=g, device=self.device) for i in range(0, n, 256)]
+        with self.autocast():   # the run's precision, as for the evaluated samples
+            out = [self.diffusion.sample(self.sampling_model(self.ema.model, slice(i, i + 256), n), (min(256, n - i), c, s, s),
+                                         steps=steps, generator=g, device=self.device) for i in range(0, n, 256)]
         return torch.cat(out).clamp(-1, 1)
 
     @property

@@ -72,7 +72,10 @@ class SelfAttention(nn.Module):
         B, C, H, W = x.shape
         q, k, v = self.qkv(x)
         if self.kv_modulation is not None: k, v = self.kv_modulation(self, k, v, (H, W))
-        out = F.scaled_dot_product_attention(q, k, v)
+        # in fp32 even under bf16 autocast: on a CPU without AMX the bf16 attention kernels (its backward above all) are
+        # slower than the fp32 ones (bench/PROFILE.md, bench/speed.py); in fp32 runs `.float()` returns the tensor itself
+        with torch.autocast(x.device.type, enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
         out = self.proj(rearrange(out, 'b heads (h w) d -> b (h w) (heads d)', h=H, w=W))
         return x + rearrange(out, 'b (h w) c -> b c h w', h=H, w=W)
 

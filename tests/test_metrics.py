@@ -230,8 +230,11 @@ def test_offline_inception_loads_with_no_network(tmp_path, monkeypatch):
     ts = torch.jit.load(str(src), map_location='cpu').eval()
     with torch.no_grad():
         ref = ts((interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False) - 128) / 128)
-    ours = ex(x)
-    assert ours.shape == (3, 2048) and (ours - ref).abs().max() < 1e-5
+    exact = M.load_fid_inception('cpu', cache_dir=tmp_path, fast=False)   # torch-fidelity's module as it is
+    assert exact(x).shape == (3, 2048) and (exact(x) - ref).abs().max() < 1e-5
+    ours = ex(x)   # the default: batch norm folded, channels-last (float rounding only)
+    assert ours.shape == (3, 2048) and (ours - ref).abs().max() < 1e-4
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ex.net.modules())
     with pytest.raises(ValueError, match='SHA-1'):
         bad = tmp_path / 'default_1.pt'; bad.write_bytes(b'not the weights')
         M.fid_inception_weights(cache_dir=tmp_path, source=bad)

@@ -25,13 +25,29 @@ def _conv_dtypes(tr, fn):
     return set(seen)
 
 
-@pytest.mark.parametrize('flags, expected', [({'avx512f', 'avx512_bf16'}, 'fp32'),   # AMD Zen 4: no AMX
-                                             (set(), 'fp32'),                          # no bf16 at all
-                                             ({'avx512_bf16', 'amx_bf16', 'amx_tile'}, 'bf16')])
-def test_auto_follows_amx_on_cpu(monkeypatch, tmp_path, flags, expected):
+@pytest.mark.parametrize('flags, speedup, expected', [
+    ({'avx512f', 'avx512_bf16'}, 0.4, 'fp32'),          # AVX512-BF16 without AMX, bf16 measured slower (an earlier Zen 4)
+    ({'avx512f', 'avx512_bf16'}, 1.05, 'fp32'),         # ... or not faster by BF16_MIN_SPEEDUP
+    ({'avx512f', 'avx512_bf16'}, 1.6, 'bf16'),          # ... measured faster
+    (set(), 1.6, 'fp32'),                                # no bf16 instructions: fp32 whatever a probe would say
+    ({'avx512_bf16', 'amx_bf16', 'amx_tile'}, 0.4, 'bf16')])   # AMX: bf16 without a probe
+def test_auto_on_cpu_follows_amx_then_the_measurement(monkeypatch, tmp_path, flags, speedup, expected):
+    probed = []
     monkeypatch.setattr(core, 'cpu_flags', lambda: frozenset(flags))
+    monkeypatch.setattr(core, 'bf16_speedup', lambda: probed.append(1) or speedup)
     assert resolve_precision('auto', 'cpu') == expected
     assert Trainer(_smoke(precision='auto'), tmp_path, device='cpu', progress=False).precision == expected
+    assert bool(probed) == ('avx512_bf16' in flags and 'amx_bf16' not in flags)
+
+
+def test_bf16_speedup_is_measured_once_and_cached(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(core, '_bf16_probe', lambda: calls.append(1) or 1.5)
+    assert core.bf16_speedup(cache_dir=tmp_path) == 1.5
+    assert core.bf16_speedup(cache_dir=tmp_path) == 1.5
+    assert len(calls) == 1 and len(list((tmp_path / 'precision').glob('bf16-*.json'))) == 1
+    (next((tmp_path / 'precision').glob('bf16-*.json'))).write_text('{broken')
+    assert core.bf16_speedup(cache_dir=tmp_path) == 1.5 and len(calls) == 2   # a damaged entry is measured again
 
 
 def test_bad_precision_is_refused():
@@ -72,3 +88,13 @@ def test_bf16_training_stays_close_to_fp32(tmp_path):
     la, lb = [r['loss'] for r in a.log], [r['loss'] for r in b.log]
     assert la != lb                                  # bf16 really ran
     assert all(abs(x - y) / x < 0.05 for x, y in zip(la, lb)), (la, lb)
+
+
+def test_run_experiment_records_the_resolved_precision(tmp_path, monkeypatch):
+    from sdr.experiments import EvalConfig, run_experiment
+    from sdr.core import load_json
+    ev = EvalConfig(n_samples=2, n_real=2, sample_steps=1, metric='none', heldout=8)
+    monkeypatch.setattr(core, 'cpu_flags', lambda: frozenset({'avx2'}))     # no bf16 instructions: auto -> fp32
+    m = run_experiment(_smoke(precision='auto'), tmp_path / 'auto', ev=ev, device='cpu')
+    assert m['precision'] == 'fp32' and load_json(tmp_path / 'auto' / 'metrics.json')['precision'] == 'fp32'
+    assert run_experiment(_smoke(precision='bf16'), tmp_path / 'bf16', ev=ev, device='cpu')['precision'] == 'bf16'
