@@ -55,7 +55,7 @@ else
 REPORTS ?= local/reports
 endif
 
-# $(call grid,<experiment notebook>[,<preset>,<arguments>,<reports folder>]): papermill into a temporary notebook; it replaces $(REPORTS)/<e>.ipynb only when it
+# $(call grid,<experiment notebook>[,<preset>,<arguments>,<reports folder>,<record that says it ran>]): papermill into a temporary notebook; it replaces $(REPORTS)/<e>.ipynb only when it
 # succeeded and a grid ran something (a no-op rerun keeps the executed notebook byte for byte); a failed one goes to
 # local/failed/ and the committed one is untouched. SDR_WATCH_PIDS: make and this shell; the grid and its jobs
 # checkpoint and stop when either dies (SIGTERM, SIGKILL of make's process group, the terminal closing).
@@ -65,7 +65,7 @@ define grid
 	if SDR_WATCH_PIDS="$$PPID $$$$" $(PAPERMILL) nbs/experiments/$(1).ipynb $$tmp -p preset_name $(or $(2),$(PRESET)) \
 		-p root $(RUNS) -p reports_dir $(or $(4),$(REPORTS)) $(if $(DATA_DIR),-p data_dir $(DATA_DIR)) $(or $(3),$(GRID_ARGS)); then \
 	  $(PY) -c "import sys; from sdr.experiments import publish_notebook; publish_notebook(*sys.argv[1:])" \
-		$$tmp $(or $(4),$(REPORTS))/$(1).ipynb $$stamp $(RUNS)/$(1)/summary.json; rm -f $$stamp; \
+		$$tmp $(or $(4),$(REPORTS))/$(1).ipynb $$stamp $(or $(5),$(RUNS)/$(1)/summary.json); rm -f $$stamp; \
 	else rc=$$?; mv -f $$tmp local/failed/$(1).ipynb 2>/dev/null; rm -f $$stamp; \
 	  echo "$(1) failed (exit $$rc): executed notebook in local/failed/$(1).ipynb; $(or $(4),$(REPORTS))/$(1).ipynb is untouched"; exit $$rc; fi
 endef
@@ -82,6 +82,10 @@ reproduce-all: setup $(addprefix grid-,$(EXPERIMENTS))
 
 grid-%: setup
 	$(call grid,$*)
+
+# e07 keeps no run records: its report's json is what says it ran (a rerun with the same configuration skips the work)
+grid-e07_fam_localization: setup
+	$(call grid,e07_fam_localization,,,,$(REPORTS)/fam_localization.json)
 
 # The confirmatory controls study (e11) at the fair preset, as reports/PROTOCOL.md fixes it: 2 bases x 3 refinement
 # seeds, the confirmatory arms, FD-domain on 5000 samples (+ Inception on 1000). Hours on 2 cores; resumable (rerun it).
