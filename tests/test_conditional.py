@@ -153,14 +153,15 @@ def test_per_class_mfam_end_to_end(tmp_path):
 
 
 def test_run_experiment_records_class_metrics(tmp_path):
-    from sdr.experiments import EvalConfig, is_finished, make_trainer, run_experiment
+    from sdr.experiments import EvalConfig, is_finished, make_trainer, run_dir_for, run_experiment
     cfg = CCFG.replace(train=CCFG.train.replace(steps=6, checkpoint_every=6), srd=CCFG.srd.replace(base_steps=0))
     assert isinstance(make_trainer(cfg, tmp_path / 'x'), ConditionalTrainer)
     ev = EvalConfig(n_samples=8, n_real=8, sample_steps=2, metric='none', heldout=32, n_per_class=2)
-    m = run_experiment(cfg, tmp_path / 'run', ev=ev)
+    run = run_dir_for(tmp_path, 'e', cfg)   # a record lives under its run id (is_finished checks the hash)
+    m = run_experiment(cfg, run, ev=ev)
     assert m['conditional'] and 0 <= m['class_accuracy'] <= 1 and len(m['class_accuracy_per_class']) == 10
     assert m['classifier_test_accuracy'] > 0.5 and m['n_per_class'] == 2
-    assert is_finished(tmp_path / 'run', 'run', ev) and not is_finished(tmp_path / 'run', 'run', ev.replace(n_per_class=3))
+    assert is_finished(run, 'run', ev) and not is_finished(run, 'run', ev.replace(n_per_class=3))
 
 
 def test_sample_guides_each_batch_by_its_own_labels(tmp_path):
