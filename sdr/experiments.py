@@ -23,11 +23,11 @@ __all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'CPU_RERUN', 'Eval
            'make_trainer', 'train_base', 'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance',
            'run_experiment', 'watched_pids', 'start_watchdog', 'run_lock', 'StaleRecord', 'check_record', 'is_finished',
            'hardware', 'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped',
-           'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'mean_ci', 'collect', 'summarize',
-           'mechanism_rows', 'rerun_floor_sd', 'verdict_rule_markdown', 'table_markdown', 'verdict_color', 'plot_table',
-           'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'default_floor_sd', 'checked_records',
-           'report_experiment', 'cost_table_markdown', 'register_report', 'reports_index_markdown', 'MarkdownText',
-           'publish_notebook', 'with_data_dir']
+           'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'mean_ci', 'collect', 'by_unit',
+           'summarize', 'mechanism_rows', 'rerun_floor_sd', 'verdict_rule_markdown', 'table_markdown', 'verdict_color',
+           'plot_table', 'write_table', 'with_overrides', 'scaled_preset', 'variant_configs', 'default_floor_sd',
+           'checked_records', 'report_experiment', 'cost_table_markdown', 'register_report', 'reports_index_markdown',
+           'MarkdownText', 'publish_notebook', 'with_data_dir']
 
 # %% ../nbs/09_experiments.ipynb #ecb2e0ab
 @_register
@@ -599,6 +599,13 @@ def collect(root, experiment: str) -> list[dict]:
     "Every finished run record of an experiment."
     return [load_json(p) for p in sorted((Path(root) / experiment).glob('*/metrics.json'))]
 
+def by_unit(records: list[dict], metric: str, *, variant_key: str = 'name', unit_key: str = 'seed') -> dict:
+    "{variant: {unit: value}} of the records that have `metric`."
+    out = {}
+    for r in records:
+        if r.get(metric) is not None: out.setdefault(r[variant_key], {})[r[unit_key]] = r[metric]
+    return out
+
 def _paired_pct(a: dict, b: dict) -> list[float]:
     "Per unit present in both: 100 (a - b) / b."
     return [100 * (a[u] - b[u]) / b[u] for u in sorted(set(a) & set(b), key=str)]
@@ -615,10 +622,8 @@ def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = '
     protocol governs (the others are exploratory; Holm runs within each status)."""
     check_range('floor_sd', floor_sd, 0.0); check_range('alpha', alpha, 0.0, 1.0, lo_incl=False, hi_incl=False)
     paper, paper_change, confirmatory = paper or {}, paper_change or {}, set(confirmatory)
-    by, loss = {}, {}
-    for r in records:
-        if r.get(metric) is not None: by.setdefault(r[variant_key], {})[r[unit_key]] = r[metric]
-        if r.get('heldout_loss') is not None: loss.setdefault(r[variant_key], {})[r[unit_key]] = r['heldout_loss']
+    by = by_unit(records, metric, variant_key=variant_key, unit_key=unit_key)
+    loss = by_unit(records, 'heldout_loss', variant_key=variant_key, unit_key=unit_key)
     rows = []
     for v in (order or sorted(by)):
         if v not in by: continue
@@ -648,9 +653,7 @@ def mechanism_rows(records: list[dict], *, arm: str, controls: list, baseline: s
                    higher_is_better: bool = False) -> list[dict]:
     """Does the flaw map matter? Per control: the paired difference (arm - control) / baseline in % over shared units,
     its CI and direction verdict ('improves' = the flaw-map arm is better than the control), Holm across the controls."""
-    by = {}
-    for r in records:
-        if r.get(metric) is not None: by.setdefault(r['name'], {})[r[unit_key]] = r[metric]
+    by = by_unit(records, metric, unit_key=unit_key)
     rows = []
     for c in controls:
         units = sorted(set(by.get(arm, {})) & set(by.get(c, {})) & set(by.get(baseline, {})), key=str)
