@@ -40,16 +40,18 @@ data: $(VENV)/.installed
 # The main job: the SRD ablation (e01), 4 variants x 3 seeds at the cpu preset (goal: <= 60 min on 2 cores; measured
 # 2026-12-01 on a fresh clone with RUNS and SDR_CACHE empty, 2 idle cores: 42 min (2505 s) including set-up, see
 # reports/reruns/e01_fresh_clone_2026-12-01/)
-# (the scaling is stated in the report). PRESET=paper uses the paper's sizes (GPU and a local dataset folder).
-GRID_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 -p cycle 50 \
-	-p n_samples 500 -p n_real 2500 -p sample_steps 50 -p metric auto
+# (the scaling is stated in the report). Each preset carries its own grid settings (sdr.core.PRESET_GRIDS: seeds, workers,
+# schedule, scoring): PRESET=paper trains the paper's schedule (500k steps, 250k base, 30k DDPM-1000 samples; GPU and a
+# local dataset folder), PRESET=smoke finishes in minutes. ARGS adds explicit overrides (e.g. ARGS='-p steps 2000');
+# GRID_ARGS=... replaces the preset's settings altogether.
+GRID_ARGS ?= $(shell $(PY) -c "import sys; from sdr.core import grid_args; print(grid_args(sys.argv[1]))" $(PRESET)) $(ARGS)
 EXPERIMENTS := e01_ablation e02_lambda_forward e03_lambda_reverse e04_cycle e05_ratio e06_models e07_fam_localization \
 	e08_forward_variants e09_conditional e10_inpainting
 PAPERMILL = $(VENV)/bin/papermill --cwd . --log-output --no-progress-bar
 # Tables, the reports index and executed notebooks go to the committed reports/ only when the grid's settings are the
-# committed ones (RUNS, PRESET, GRID_ARGS as above, no DATA_DIR); other settings write them to local/reports/ (git-ignored)
+# committed ones (RUNS, PRESET, GRID_ARGS as above, no DATA_DIR or ARGS); other settings write them to local/reports/ (git-ignored)
 # unless REPORTS=... asks for a place (REPORTS=reports to overwrite the committed tables on purpose).
-ifeq ($(origin RUNS)$(origin PRESET)$(origin GRID_ARGS)$(DATA_DIR),filefilefile)
+ifeq ($(origin RUNS)$(origin PRESET)$(origin GRID_ARGS)$(DATA_DIR)$(ARGS),filefilefile)
 REPORTS ?= reports
 else
 REPORTS ?= local/reports
