@@ -19,7 +19,7 @@ __all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS',
            'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
            'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset',
            'grid_settings', 'grid_args', 'grid_line', 'save_json', 'load_json', 'check_notebook_parameters',
-           'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision', 'precision_context']
+           'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision', 'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -406,7 +406,7 @@ class ConditionalConfig(ConfigBase):
                              'trains one: use p_uncond in (0, 1) or guidance_scale=1')
 
 # %% ../nbs/00_core.ipynb #9af2bf86
-PRECISIONS = ('auto', 'fp32', 'bf16')
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 @_register
 @dataclass(frozen=True)
@@ -422,7 +422,7 @@ class ExperimentConfig(ConfigBase):
     srd: SRDConfig = field(default_factory=SRDConfig)
     autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
     conditional: ConditionalConfig | None = added_field(None, since='0.3')   # set: class-conditional (08a_conditional)
-    precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16': see `resolve_precision`
+    precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16' | 'fp16': see `resolve_precision`
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
         check_choice('precision', self.precision, PRECISIONS)
@@ -667,11 +667,13 @@ def bf16_speedup(*, cache_dir=None, refresh: bool = False) -> float:
     return speedup
 
 def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu', *, flags: Iterable[str] | None = None) -> str:
-    """'fp32' or 'bf16' for `precision` ('auto' | 'fp32' | 'bf16') on `device`. 'auto': bf16 on a CUDA GPU that supports
-    it, on a CPU with AMX-BF16, and on a CPU with AVX512-BF16 where `bf16_speedup()` >= `BF16_MIN_SPEEDUP`; else fp32.
-    `flags`: the CPU's ISA flags (default `cpu_flags()`)."""
+    """'fp32', 'bf16' or 'fp16' for `precision` ('auto' | 'fp32' | 'bf16' | 'fp16') on `device`. 'auto': bf16 on a CUDA GPU
+    that supports it, on a CPU with AMX-BF16, and on a CPU with AVX512-BF16 where `bf16_speedup()` >= `BF16_MIN_SPEEDUP`;
+    else fp32 ('auto' never picks fp16). `flags`: the CPU's ISA flags (default `cpu_flags()`)."""
     check_choice('precision', precision, PRECISIONS)
     dev = torch.device(device)
+    if precision == 'fp16' and dev.type not in ('cuda', 'cpu'):
+        raise ValueError(f"precision='fp16' on {dev}: fp16 autocast with a gradient scaler runs on CUDA (and CPU); use 'fp32' there")
     if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError(f"precision='bf16' on {dev}: this GPU does not support bfloat16; use 'fp32' or 'auto'")
     if precision != 'auto': return precision
@@ -683,8 +685,15 @@ def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu
     return 'fp32'
 
 def precision_context(precision: str, device: torch.device | str = 'cpu'):
-    "The context of a resolved precision: bf16 autocast on `device` for 'bf16', a no-op for 'fp32'."
-    check_choice('precision', precision, ('fp32', 'bf16'))
+    "The context of a resolved precision: bf16 (fp16) autocast on `device` for 'bf16' ('fp16'), a no-op for 'fp32'."
+    check_choice('precision', precision, ('fp32', 'bf16', 'fp16'))
     if precision == 'fp32': return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
+
+def grad_scaler(precision: str, device: torch.device | str = 'cpu', **kw) -> 'torch.amp.GradScaler':
+    """The gradient scaler of a resolved precision: enabled for 'fp16', a pass-through for 'fp32' and 'bf16' (their
+    gradients need no scaling), so one code path serves all three: `scale(loss).backward()`, `unscale_(opt)` (before
+    clipping), `step(opt)`, `update()`. `kw` go to `torch.amp.GradScaler` (e.g. `init_scale`)."""
+    check_choice('precision', precision, ('fp32', 'bf16', 'fp16'))
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == 'fp16', **kw)
 
