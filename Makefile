@@ -92,7 +92,8 @@ grid-e07_fam_localization: setup
 # The confirmatory controls study (e11) at the fair preset, as reports/PROTOCOL.md fixes it: 2 bases x 3 refinement
 # seeds, the confirmatory arms, FD-domain on 5000 samples (+ Inception on 1000). Hours on 2 cores; resumable (rerun it).
 CONTROLS_ARGS ?= -y "bases: [0, 1]" -y "refine_seeds: [0, 1, 2]" -p arms confirmatory -p workers 2 -p n_samples 5000 \
-	-p n_real 10000 -p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p metric fair -p base_curve_every 500
+	-p n_real 10000 -p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p metric fair -p base_curve_every 500 \
+	-p plateau_window 1000 -p max_base_steps 12000
 ifeq ($(origin RUNS)$(origin CONTROLS_ARGS)$(DATA_DIR),filefile)
 CONTROLS_REPORTS ?= reports
 else
