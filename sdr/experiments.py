@@ -468,9 +468,13 @@ class GridStopped(RuntimeError):
     "The grid was told to stop (SIGTERM, or a process it must not outlive died); its running jobs checkpointed and stopped."
 
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
-             workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True, bases_only: bool = False) -> dict:
+             workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True, bases_only: bool = False,
+             executor=None) -> dict:
     """Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures.
     `bases_only`: train (or resume, or continue) only the bases the unfinished runs need, and stop there.
+    `executor`: where each job runs: None, a subprocess here (at most `workers` at a time); or an object with the
+    signature of `_execute` as its `execute` method, e.g. `sdr.executors.SubmititExecutor` (SLURM, or submitit's local
+    executor). Skip, reuse, resume, locks and run records are the same either way.
     One writer per run directory (`run_lock`); a SIGTERM, or the death of a process in `SDR_WATCH_PIDS`, stops the jobs
     (they checkpoint) and raises `GridStopped`; jobs stop by themselves when the grid dies."""
     check_int('workers', workers, 1, 64)
@@ -564,8 +568,8 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
                 say(f'{ck} is damaged: the job sets it aside and restarts {c.name} seed {c.seed} from '
                     + (f'its base checkpoint {os.path.relpath(base_ck, root)}' if base_ck else 'scratch'))
             try:
-                _execute(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads, notebook=notebook, cwd=cwd,
-                         watch=jobs_watch, lock=lk, procs=procs)
+                (_execute if executor is None else executor.execute)(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads,
+                                                                      notebook=notebook, cwd=cwd, watch=jobs_watch, lock=lk, procs=procs)
                 (out / 'error.json').unlink(missing_ok=True)
                 return kind, c, out, 'finished', None
             except Exception as e:
