@@ -72,8 +72,9 @@ define grid
 	  echo "$(1) failed (exit $$rc): executed notebook in local/failed/$(1).ipynb; $(or $(4),$(REPORTS))/$(1).ipynb is untouched"; exit $$rc; fi
 endef
 
+# CLUSTER=<a ClusterConfig JSON file> (sdr.executors): e01's jobs go through submitit (SLURM), with the same skip/resume/records.
 reproduce: setup
-	$(call grid,e01_ablation)
+	$(call grid,e01_ablation,,$(GRID_ARGS) $(if $(CLUSTER),-p cluster $(abspath $(CLUSTER))))
 	@echo "results: $(REPORTS)/ablation.md (.csv, .png); run records in $(RUNS)/e01_ablation/"
 
 reproduce-ablation: reproduce
