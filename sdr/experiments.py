@@ -739,14 +739,18 @@ def mechanism_rows(records: list[dict], *, arm: str, controls: list, baseline: s
                    unit_key: str = 'seed', margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05,
                    higher_is_better: bool = False) -> list[dict]:
     """Does the flaw map matter? Per control: the paired difference (arm - control) / baseline in % over shared units,
-    its CI and direction verdict ('improves' = the flaw-map arm is better than the control), Holm across the controls."""
-    by = by_unit(records, metric, unit_key=unit_key)
+    its CI and direction verdict ('improves' = the flaw-map arm is better than the control), Holm across the controls;
+    beside it the same difference of the held-out loss (`heldout_diff_pct`, CI; no floor, no test)."""
+    by, loss = by_unit(records, metric, unit_key=unit_key), by_unit(records, 'heldout_loss', unit_key=unit_key)
     rows = []
     for c in controls:
         units = sorted(set(by.get(arm, {})) & set(by.get(c, {})) & set(by.get(baseline, {})), key=str)
         d = [100 * (by[arm][u] - by[c][u]) / by[baseline][u] for u in units]
         m, lo, hi, n = mean_ci(d, floor_sd=floor_sd)
+        lu = [u for u in units if all(u in loss.get(v, {}) for v in (arm, c, baseline))]
+        lm, llo, lhi, _ = mean_ci([100 * (loss[arm][u] - loss[c][u]) / loss[baseline][u] for u in lu])
         rows.append({'arm': arm, 'control': c, 'diff_pct': m, 'ci_lo': lo, 'ci_hi': hi, 'n_paired': n,
+                     'heldout_diff_pct': lm, 'heldout_ci_lo': llo, 'heldout_ci_hi': lhi,
                      **change_tests(d, margin=margin, floor_sd=floor_sd, higher_is_better=higher_is_better)})
     return family_verdicts(rows, alpha=alpha, margin=margin)
 
@@ -916,11 +920,13 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
                       paper: dict | None = None, paper_change: dict | None = None, title: str = '', notes: str = '',
                       preset: str | None = None, metric: str | None = None, metric_label: str | None = None,
                       higher_is_better: bool = False, index: bool = True, floor_sd: float | None = None, margin: float = 1.0,
-                      confirmatory=(), unit_key: str = 'seed', records: list[dict] | None = None) -> tuple[list[dict], Path]:
+                      confirmatory=(), unit_key: str = 'seed', records: list[dict] | None = None,
+                      rows: list[dict] | None = None) -> tuple[list[dict], Path]:
     """Summarize an experiment's records into `<out_stem>.md/.csv/.png` and index it: `metric` when every run has it
     (e.g. 'class_accuracy', with `higher_is_better=True`), else FID when every run has one, else the held-out loss.
     `floor_sd` (None: the cpu preset's measured rerun floor, `CPU_RERUN`, else 0), `margin`, `confirmatory` and `unit_key`
-    go to `summarize`; `records` replaces the experiment's collected records."""
+    go to `summarize`; `records` replaces the experiment's collected records; `rows` replaces `summarize`'s rows (e.g. rows
+    whose verdicts were corrected over a protocol's own families with `family_verdicts`)."""
     if floor_sd is None: floor_sd = default_floor_sd(preset, Path(out_stem).parent)
     records, key = checked_records(root, experiment, metric, records=records)
     if key == metric: label = metric_label or metric
@@ -928,7 +934,7 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     scores = (f"{records[0]['n_gen']} generated vs {records[0]['n_real']} real, `{records[0]['extractor']}`" if records[0].get('extractor')
               else 'held-out loss (no FID)' if key == 'heldout_loss' else label)
     if key != 'heldout_loss': notes += f' Scores: {scores}.'
-    rows = summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better, unit_key=unit_key,
+    rows = rows if rows is not None else summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better, unit_key=unit_key,
                      paper=paper if key != 'heldout_loss' else None, paper_change=paper_change if key != 'heldout_loss' else None,
                      floor_sd=floor_sd, margin=margin, confirmatory=confirmatory)
     md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip(), higher_is_better=higher_is_better,
