@@ -21,9 +21,10 @@ from .gradcam import _auroc, _check_images, _split
 from .unet import UNet, timestep_embedding
 
 # %% auto #0
-__all__ = ['LOG_RATIO_MAX', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig', 'TimeDiscriminator',
-           'Discriminator', 'discriminator_logits', 'train_discriminator', 'DiscriminatorGuidance', 'validation_split',
-           'tune_weight']
+__all__ = ['LOG_RATIO_MAX', 'ARM_FIELDS', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig',
+           'TimeDiscriminator', 'Discriminator', 'discriminator_logits', 'train_discriminator', 'DiscriminatorGuidance',
+           'validation_split', 'tune_weight', 'GuidanceConfig', 'guide_dir_for', 'guide_trainer', 'guided_dir_for',
+           'run_guided', 'peer_cost_markdown']
 
 # %% ../nbs/10_guidance.ipynb #9339fbb3
 def check_weight(weight, name: str = 'weight') -> float:
@@ -223,3 +224,124 @@ def tune_weight(sample, weights, *, reference: torch.Tensor, data_cfg, real_key:
                      'n_gen': m['n_gen'], 'n_real': m['n_real']})
     best = min(grid, key=lambda r: r['fd'])
     return {'best': best['weight'], 'grid': grid}
+
+# %% ../nbs/10_guidance.ipynb #a5bd60a2
+@_register
+@dataclass(frozen=True)
+class GuidanceConfig(ConfigBase):
+    "A sampling-time peer of SRD on a trained arm: the guidance, its validation tuning grid, and what it trains."
+    method: str = 'discriminator'       # 'discriminator' (DG) | 'autoguidance'
+    weights: tuple = (0.0, 0.5, 1.0, 2.0, 4.0)   # tuning grid (DG: 0 is the plain model; AG: 1 is)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    n_real: int = 4096                  # DG: real training images (outside the validation split)
+    n_generated: int = 4096             # DG: samples of the guided model
+    train_sample_steps: int = 25        # DG: DDIM steps of those samples
+    guide_step: int = 2000              # AG: base-phase step of the guide checkpoint
+    n_val: int = 5000                   # validation reference: training images (never the test split)
+    n_val_samples: int = 1000           # samples per weight when tuning
+    def validate(self):
+        check_choice('method', self.method, ('discriminator', 'autoguidance'))
+        if not isinstance(self.weights, tuple) or not self.weights:
+            raise ValueError(f'weights={self.weights!r}: expected a non-empty tuple of weights >= 0')
+        for w in self.weights: check_weight(w, 'weights[]')
+        check_int('n_real', self.n_real, 4); check_int('n_generated', self.n_generated, 4)
+        check_int('train_sample_steps', self.train_sample_steps, 1); check_int('guide_step', self.guide_step, 1)
+        check_int('n_val', self.n_val, 2); check_int('n_val_samples', self.n_val_samples, 2)
+
+def guide_dir_for(root, experiment: str, cfg, step: int) -> Path:
+    from sdr.train import base_config_hash
+    return Path(root) / experiment / f'guide-{base_config_hash(cfg)}-{step}'
+
+def guide_trainer(cfg, root, experiment: str, step: int, *, device=None):
+    "The base phase of `cfg` at `step` (AG's guide): a base's saved `step-<k>.pt` if there is one, else trained (resumable) here."
+    from sdr.experiments import base_dir_for, make_trainer
+    from sdr.train import base_config, base_config_hash, load_checkpoint
+    check_int('guide_step', step, 1, cfg.srd.base_steps)
+    bc = base_config(cfg)
+    saved = base_dir_for(root, experiment, cfg) / 'train' / 'checkpoints' / f'step-{step}.pt'
+    d = guide_dir_for(root, experiment, cfg, step)
+    tr = make_trainer(bc, d / 'train', device=device)
+    if saved.exists():
+        tr.load_state_dict(load_checkpoint(saved)); return tr, {'guide_from': 'base checkpoint', 'guide_train_seconds': 0.0}
+    save_json({'guide': {'base_config_hash': base_config_hash(cfg), 'step': step}}, d / 'config.json')   # no 'config': never a run
+    tr.fit(until=step)
+    return tr, {'guide_from': 'trained to its step', 'guide_train_seconds': round(tr.train_seconds, 2)}
+
+# %% ../nbs/10_guidance.ipynb #1661c5a6
+ARM_FIELDS = ('seed', 'unit', 'refine_seed', 'mechanism', 'steps', 'base_steps', 'heldout_loss', 'train_seconds', 'srd_seconds',
+              'base_train_seconds', 'highlighter_accuracy', 'precision', 'map_control', 'sample_modulation')
+
+def guided_dir_for(root, experiment: str, arm, gcfg: GuidanceConfig) -> Path:
+    return Path(root) / experiment / f'guided-{config_hash(arm)}-{config_hash(gcfg)}'
+
+def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, ev=None, device=None) -> dict:
+    "Tune and score `gcfg` on the finished run of `arm` (see above); `metrics.json` last. A finished record is returned as it is."
+    from sdr.experiments import EvalConfig, _score, run_dir_for, trained_model
+    if not isinstance(gcfg, GuidanceConfig): raise ValueError(f'gcfg must be a GuidanceConfig, got {type(gcfg).__name__}')
+    ev, t0 = ev or EvalConfig(), time.time()
+    out = guided_dir_for(root, experiment, arm, gcfg)
+    spec = {'guided': {'arm': arm.to_dict(), 'guidance': gcfg.to_dict(), 'eval': ev.to_dict()}}   # no 'config' key: never a training
+    if (out / 'metrics.json').exists() and load_json(out / 'config.json') == spec:
+        m = load_json(out / 'metrics.json')
+        if m.get('name') == name: return m
+    arm_record = run_dir_for(root, experiment, arm) / 'metrics.json'
+    if not arm_record.exists():
+        raise FileNotFoundError(f'{arm_record}: the arm {arm.name!r} (seed {arm.seed}) has no finished run; run the grid first')
+    arm_m = load_json(arm_record)
+    save_json(spec, out / 'config.json')
+    tr = trained_model(arm, root, experiment, device=device)
+    train_u8 = tr.images
+    val_idx, rest_idx = validation_split(len(train_u8), gcfg.n_val)
+    prep, t1 = {}, time.time()
+    if gcfg.method == 'discriminator':
+        gen = tr.sample(gcfg.n_generated, seed=2, steps=gcfg.train_sample_steps)
+        t_gen = time.time() - t1
+        g = make_generator(derive_seed(arm.seed, 'discriminator', arm.srd.refine_seed))
+        real = to_model_range(train_u8[rest_idx[torch.randperm(len(rest_idx), generator=g)[:gcfg.n_real]]])
+        disc, rep = train_discriminator(real, gen, diffusion=tr.diffusion, extractor=tr.ema.model, cfg=gcfg.discriminator,
+                                        generator=g, device=tr.device)
+        make = lambda w: DiscriminatorGuidance(disc, tr.diffusion, w, time_min=gcfg.discriminator.time_min)
+        prep = {'discriminator_sample_seconds': round(t_gen, 2), 'discriminator_fit_seconds': rep['seconds'],
+                'discriminator': {k: v for k, v in rep.items() if k not in ('config', 'epoch_losses')}}
+    else:
+        guide, prep = guide_trainer(arm, root, experiment, gcfg.guide_step, device=device)
+        make = lambda w: Autoguidance(guide.ema.model, w)
+        prep['guide_step'] = gcfg.guide_step
+    t2 = time.time()
+    tuning = tune_weight(lambda w: tr.sample(gcfg.n_val_samples, seed=1, steps=ev.sample_steps, guidance=make(w)), gcfg.weights,
+                         reference=train_u8[val_idx], data_cfg=arm.data,
+                         real_key=f'{arm.data.dataset}-train-validation-{gcfg.n_val}')
+    t3 = time.time()
+    samples = tr.sample(ev.n_samples, seed=0, steps=ev.sample_steps, guidance=make(tuning['best']))   # the arm's sampling seed
+    t4 = time.time()
+    from sdr.data import save_image_grid
+    save_image_grid(samples[:64], out / 'samples.png', nrow=8, scale=3)
+    m = {'run_id': out.name, 'name': name, **{k: arm_m.get(k) for k in ARM_FIELDS}, 'arm': arm_m['name'], 'arm_run_id': arm_m['run_id'],
+         'guidance': gcfg.method, 'weight': tuning['best'], 'tuning': tuning['grid'], 'n_samples': ev.n_samples,
+         'prepare_seconds': round(t2 - t1, 2), 'tune_seconds': round(t3 - t2, 2), 'sample_seconds': round(t4 - t3, 2),
+         'arm_sample_seconds': arm_m.get('sample_seconds'), **prep}
+    t5 = time.time()
+    m.update(_score(samples, arm, ev))
+    m['score_seconds'] = round(time.time() - t5, 2)
+    m['wall_seconds'] = round(time.time() - t0, 2)
+    save_json(m, out / 'metrics.json')
+    return m
+
+# %% ../nbs/10_guidance.ipynb #7dfb519b
+def peer_cost_markdown(records: list[dict], order: list) -> str:
+    "Mean seconds per unit and arm: refinement training, SRD's parts, the peer's preparation and tuning, final sampling (per 1000 images)."
+    L = ['| arm | refinement training s | SRD highlighter + mFAM s | DG discriminator (sampling + fit) s | AG guide training s | '
+         'weight tuning s | final sampling s per 1000 images | × the arm\'s unguided sampling |', '|---|---|---|---|---|---|---|---|']
+    for v in order:
+        rs = [r for r in records if r['name'] == v]
+        if not rs: continue
+        mean = lambda f: float(np.mean([f(r) for r in rs]))
+        refine = mean(lambda r: (r.get('train_seconds') or 0) - (r.get('base_train_seconds') or 0) - sum((r.get('srd_seconds') or {}).values()))
+        srd = mean(lambda r: sum((r.get('srd_seconds') or {}).values()))
+        dg = mean(lambda r: (r.get('discriminator_sample_seconds') or 0) + (r.get('discriminator_fit_seconds') or 0))
+        ag = mean(lambda r: r.get('guide_train_seconds') or 0)
+        tune = mean(lambda r: r.get('tune_seconds') or 0)
+        per_k = mean(lambda r: 1000 * (r.get('sample_seconds') or 0) / max(r.get('n_samples') or 1, 1))
+        ratio = mean(lambda r: (r.get('sample_seconds') or 0) / r['arm_sample_seconds']) if all(r.get('arm_sample_seconds') for r in rs) else 1.0
+        L.append(f'| {v} | {refine:.0f} | {srd:.1f} | {dg:.1f} | {ag:.1f} | {tune:.1f} | {per_k:.1f} | {ratio:.2f} |')
+    return '\n'.join(L) + '\n'
