@@ -253,12 +253,14 @@ def guide_dir_for(root, experiment: str, cfg, step: int) -> Path:
     return Path(root) / experiment / f'guide-{base_config_hash(cfg)}-{step}'
 
 def guide_trainer(cfg, root, experiment: str, step: int, *, device=None):
-    "The base phase of `cfg` at `step` (AG's guide): a base's saved `step-<k>.pt` if there is one, else trained (resumable) here."
+    """The base phase of `cfg` at `step` (AG's guide): a saved `step-<k>.pt` of that base (in any experiment under `root`: e12
+    shares e11's bases) if there is one, else the base configuration trained to `step` here (resumable)."""
     from sdr.experiments import base_dir_for, make_trainer
     from sdr.train import base_config, base_config_hash, load_checkpoint
     check_int('guide_step', step, 1, cfg.srd.base_steps)
     bc = base_config(cfg)
-    saved = base_dir_for(root, experiment, cfg) / 'train' / 'checkpoints' / f'step-{step}.pt'
+    saved = next(iter(sorted(Path(root).glob(f'*/base-{base_config_hash(cfg)}/train/checkpoints/step-{step}.pt'))),   # any experiment's
+                 base_dir_for(root, experiment, cfg) / 'train' / 'checkpoints' / f'step-{step}.pt')
     d = guide_dir_for(root, experiment, cfg, step)
     tr = make_trainer(bc, d / 'train', device=device)
     if saved.exists():

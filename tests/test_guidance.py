@@ -122,6 +122,13 @@ def test_guide_lies_on_the_base_trajectory(tmp_path):
     resumed = Trainer(base_config(cfg), guide.out_dir, device='cpu', progress=False).fit(until=cfg.srd.base_steps)
     base = torch.load(base_ck, map_location='cpu', weights_only=False)
     for k, v in base['ema']['model'].items(): assert torch.equal(v, resumed.ema.model.state_dict()[k]), k
+    # a base that kept its checkpoint at that step (in any experiment under the root) is used instead, at no cost
+    from sdr.train import base_config_hash, save_checkpoint
+    kept = tmp_path / 'e11' / f'base-{base_config_hash(cfg)}' / 'train' / 'checkpoints' / 'step-20.pt'
+    save_checkpoint(Trainer(base_config(cfg), tmp_path / 'k20', device='cpu', progress=False).fit(until=20).state_dict(), kept)
+    again, info2 = guide_trainer(cfg, tmp_path, 'e12', 20)
+    assert info2 == {'guide_from': 'base checkpoint', 'guide_train_seconds': 0.0} and again.step == 20
+    assert not (tmp_path / 'e12').exists() or not any((tmp_path / 'e12').glob('guide-*/train/checkpoints/last.pt'))
     with pytest.raises(ValueError, match='guide_step=31'):
         guide_trainer(cfg, tmp_path, 'ex', 31)   # past the base phase: not a base-phase checkpoint
 
