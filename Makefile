@@ -133,6 +133,7 @@ bench: setup
 	$(PY) bench/gradcam.py
 	$(PY) bench/speed.py  # fp32 vs bf16 training and sampling, FID-Inception fast path, with the CPU's ISA flags
 	$(PY) bench/fid_per_minute.py  # ours vs diffusers UNet2DModel of equal size, same training wall time, FD-domain
+	$(PY) bench/guidance_cost.py  # SRD's peers: DG's and autoguidance's cost per sampling step; the unused hook vs the sampler before it
 
 export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export
