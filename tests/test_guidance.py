@@ -51,8 +51,10 @@ def models(tmp_path_factory):
                       Trainer(cfg, d / f'bad{sigma}', device='cpu', progress=False).fit(until=20))
     return out
 
+SAMPLERS = ['ddim', pytest.param('ddpm', marks=pytest.mark.slow)]   # ddpm: all T steps (the same hook call; slow)
+
 @pytest.mark.parametrize('sigma', [False, True])
-@pytest.mark.parametrize('sampler', ['ddim', 'ddpm'])
+@pytest.mark.parametrize('sampler', SAMPLERS)
 def test_autoguidance_weight_one_is_the_good_model_and_zero_the_guide(models, sigma, sampler):
     good, bad = models[sigma]
     kw = dict(seed=4, sampler=sampler, steps=6, eta=0.5)
@@ -71,7 +73,7 @@ def discriminator(models):
     return train_discriminator(real, fake, diffusion=good.diffusion, extractor=good.ema.model,
                                cfg=DiscriminatorConfig(epochs=2), generator=make_generator(0))
 
-@pytest.mark.parametrize('sampler', ['ddim', 'ddpm'])
+@pytest.mark.parametrize('sampler', SAMPLERS)
 def test_discriminator_guidance_weight_zero_is_bit_identical(models, discriminator, sampler):
     good, _ = models[False]
     disc, _ = discriminator
