@@ -137,6 +137,7 @@ bench: setup
 	$(PY) bench/speed.py  # fp32 vs bf16 training and sampling, FID-Inception fast path, with the CPU's ISA flags
 	$(PY) bench/fid_per_minute.py  # ours vs diffusers UNet2DModel of equal size, same training wall time, FD-domain
 	$(PY) bench/gpu_check.py  # paper-sized U-Net + SRD in bf16 on CUDA; without a GPU it says so and exits 0
+	$(PY) bench/guidance_cost.py  # SRD's peers: DG's and autoguidance's cost per sampling step; the unused hook vs the sampler before it
 
 export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export

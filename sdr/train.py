@@ -254,8 +254,9 @@ class Trainer:
         return model
 
     def sample(self, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
-               batch_size=None, progress: bool = False, **model_kw) -> torch.Tensor:
-        "n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`."
+               batch_size=None, progress: bool = False, guidance=None, **model_kw) -> torch.Tensor:
+        """n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`;
+        `guidance` is the samplers' hook (notebook 03; None: plain sampling)."""
         sc = self.cfg.sample
         check_int('n', n, 1)
         model = self.ema.model if ema else self.model
@@ -264,7 +265,7 @@ class Trainer:
         with self.autocast():
             out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
                                          sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                                         generator=g, device=self.device, progress=progress)
+                                         generator=g, device=self.device, progress=progress, guidance=guidance)
                    for i in range(0, n, bs)]
         return torch.cat(out).clamp(-1, 1).cpu()
 
