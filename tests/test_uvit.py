@@ -193,3 +193,28 @@ def test_label_token_contract():
     with pytest.raises(ValueError, match='has no label token'): plain(x, t, torch.zeros(2, plain.emb_dim))
     from sdr.conditional import ConditionalUNet
     with pytest.raises(ValueError, match='without a label token'): ConditionalUNet(plain, num_classes=10)
+
+
+def test_placement_in_out_skips_the_mid_block_and_all_does_not():
+    x, t, M = torch.randn(2, 1, 16, 16), torch.tensor([4, 40]), torch.rand(1, 1, 16, 16)
+    outs = {}
+    for where in ('in_out', 'all'):
+        torch.manual_seed(0)
+        m = build_backbone(preset('smoke', uvit=uvit_preset('smoke').replace(depth=4, srd_blocks=where))).eval()
+        doors = attention_blocks(m)
+        assert (m.mid_block.attn in doors) == (where == 'all') and len(doors) == 4 + (where == 'all')
+        assert all(b.attn in doors for b in [*m.in_blocks, *m.out_blocks])
+        with torch.no_grad(), modulate_attention(m, M, 0.5): outs[where] = m(x, t)
+    assert not torch.allclose(outs['in_out'], outs['all'])   # same weights (same seed): only the mid-block's door differs
+
+
+def test_bf16_autocast_forward_and_backward():
+    from sdr.core import precision_context
+    torch.manual_seed(0)
+    m = build_backbone(preset('smoke', uvit=uvit_preset('smoke')))
+    x, t = torch.randn(4, 1, 16, 16), torch.tensor([1, 2, 3, 4])
+    with precision_context('bf16', torch.device('cpu')), modulate_attention(m, torch.rand(1, 1, 16, 16), 0.1):
+        out = m(x, t)
+    out.float().square().mean().backward()
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
