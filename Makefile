@@ -40,16 +40,18 @@ data: $(VENV)/.installed
 # The main job: the SRD ablation (e01), 4 variants x 3 seeds at the cpu preset (goal: <= 60 min on 2 cores; measured
 # 2026-12-01 on a fresh clone with RUNS and SDR_CACHE empty, 2 idle cores: 42 min (2505 s) including set-up, see
 # reports/reruns/e01_fresh_clone_2026-12-01/)
-# (the scaling is stated in the report). PRESET=paper uses the paper's sizes (GPU and a local dataset folder).
-GRID_ARGS ?= -y "seeds: [0, 1, 2]" -p workers 2 -p steps 1000 -p base_steps 500 -p cycle 50 \
-	-p n_samples 500 -p n_real 2500 -p sample_steps 50 -p metric auto
+# (the scaling is stated in the report). Each preset carries its own grid settings (sdr.core.PRESET_GRIDS: seeds, workers,
+# schedule, scoring): PRESET=paper trains the paper's schedule (500k steps, 250k base, 30k DDPM-1000 samples; GPU and a
+# local dataset folder), PRESET=smoke finishes in minutes. ARGS adds explicit overrides (e.g. ARGS='-p steps 2000');
+# GRID_ARGS=... replaces the preset's settings altogether.
+GRID_ARGS ?= $(shell $(PY) -c "import sys; from sdr.core import grid_args; print(grid_args(sys.argv[1]))" $(PRESET)) $(ARGS)
 EXPERIMENTS := e01_ablation e02_lambda_forward e03_lambda_reverse e04_cycle e05_ratio e06_models e07_fam_localization \
 	e08_forward_variants e09_conditional e10_inpainting
 PAPERMILL = $(VENV)/bin/papermill --cwd . --log-output --no-progress-bar
 # Tables, the reports index and executed notebooks go to the committed reports/ only when the grid's settings are the
-# committed ones (RUNS, PRESET, GRID_ARGS as above, no DATA_DIR); other settings write them to local/reports/ (git-ignored)
+# committed ones (RUNS, PRESET, GRID_ARGS as above, no DATA_DIR or ARGS); other settings write them to local/reports/ (git-ignored)
 # unless REPORTS=... asks for a place (REPORTS=reports to overwrite the committed tables on purpose).
-ifeq ($(origin RUNS)$(origin PRESET)$(origin GRID_ARGS)$(DATA_DIR),filefilefile)
+ifeq ($(origin RUNS)$(origin PRESET)$(origin GRID_ARGS)$(DATA_DIR)$(ARGS),filefilefile)
 REPORTS ?= reports
 else
 REPORTS ?= local/reports
@@ -70,8 +72,9 @@ define grid
 	  echo "$(1) failed (exit $$rc): executed notebook in local/failed/$(1).ipynb; $(or $(4),$(REPORTS))/$(1).ipynb is untouched"; exit $$rc; fi
 endef
 
+# CLUSTER=<a ClusterConfig JSON file> (sdr.executors): e01's jobs go through submitit (SLURM), with the same skip/resume/records.
 reproduce: setup
-	$(call grid,e01_ablation)
+	$(call grid,e01_ablation,,$(GRID_ARGS) $(if $(CLUSTER),-p cluster $(abspath $(CLUSTER))))
 	@echo "results: $(REPORTS)/ablation.md (.csv, .png); run records in $(RUNS)/e01_ablation/"
 
 reproduce-ablation: reproduce
@@ -90,7 +93,8 @@ grid-e07_fam_localization: setup
 # The confirmatory controls study (e11) at the fair preset, as reports/PROTOCOL.md fixes it: 2 bases x 3 refinement
 # seeds, the confirmatory arms, FD-domain on 5000 samples (+ Inception on 1000). Hours on 2 cores; resumable (rerun it).
 CONTROLS_ARGS ?= -y "bases: [0, 1]" -y "refine_seeds: [0, 1, 2]" -p arms confirmatory -p workers 2 -p n_samples 5000 \
-	-p n_real 10000 -p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p metric fair -p base_curve_every 500
+	-p n_real 10000 -p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p metric fair -p base_curve_every 500 \
+	-p plateau_window 1000 -p max_base_steps 12000
 ifeq ($(origin RUNS)$(origin CONTROLS_ARGS)$(DATA_DIR),filefile)
 CONTROLS_REPORTS ?= reports
 else
@@ -132,6 +136,8 @@ bench: setup
 	$(PY) bench/gradcam.py
 	$(PY) bench/speed.py  # fp32 vs bf16 training and sampling, FID-Inception fast path, with the CPU's ISA flags
 	$(PY) bench/fid_per_minute.py  # ours vs diffusers UNet2DModel of equal size, same training wall time, FD-domain
+	$(PY) bench/gpu_check.py  # paper-sized U-Net + SRD in bf16 on CUDA; without a GPU it says so and exits 0
+	$(PY) bench/guidance_cost.py  # SRD's peers: DG's and autoguidance's cost per sampling step; the unused hook vs the sampler before it
 
 export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export

@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRECISIONS', 'PRESETS', 'BF16_MIN_SPEEDUP',
-           'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range', 'check_int', 'check_choice',
-           'seed_everything', 'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase', 'added_field',
-           'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
-           'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'UViTConfig', 'ExperimentConfig',
-           'preset', 'save_json', 'load_json', 'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup',
-           'resolve_precision', 'precision_context']
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRECISIONS', 'PRESETS', 'GRID_FIELDS',
+           'PRESET_GRIDS', 'BF16_MIN_SPEEDUP', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
+           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'seeded_build',
+           'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig',
+           'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'UViTConfig',
+           'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line', 'save_json', 'load_json',
+           'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision',
+           'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -433,7 +434,7 @@ class UViTConfig(ConfigBase):
         check_choice('srd_blocks', self.srd_blocks, UVIT_SRD_BLOCKS)
 
 # %% ../nbs/00_core.ipynb #9af2bf86
-PRECISIONS = ('auto', 'fp32', 'bf16')
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 @_register
 @dataclass(frozen=True)
@@ -449,7 +450,7 @@ class ExperimentConfig(ConfigBase):
     srd: SRDConfig = field(default_factory=SRDConfig)
     autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
     conditional: ConditionalConfig | None = added_field(None, since='0.3')   # set: class-conditional (08a_conditional)
-    precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16': see `resolve_precision`
+    precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16' | 'fp16': see `resolve_precision`
     uvit: UViTConfig | None = added_field(None, since='0.5')   # set: the U-ViT backbone (02b_uvit) instead of the U-Net
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
@@ -563,6 +564,46 @@ def _with_preset_overrides(cfg: ExperimentConfig, overrides: dict) -> Experiment
         return c.replace(**kw) if kw else c
     return apply(cfg, overrides, '')
 
+# %% ../nbs/00_core.ipynb #a6cc77f1
+GRID_FIELDS = ('seeds', 'workers', 'steps', 'base_steps', 'cycle', 'n_samples', 'n_real', 'sample_steps', 'metric')
+PRESET_GRIDS = {   # per preset: what an experiment grid trains, how many runs go side by side, and how runs are scored
+    'smoke': dict(seeds=[0, 1], workers=2, steps=60, base_steps=30, cycle=10, n_samples=8, n_real=8, sample_steps=3,
+                  metric='none'),   # CI and a first try: minutes, held-out loss only
+    'cpu': dict(seeds=[0, 1, 2], workers=2, steps=1000, base_steps=500, cycle=50, n_samples=500, n_real=2500,
+                sample_steps=50, metric='auto'),   # every committed table (e01-e10)
+    'fair': dict(seeds=[0, 1, 2], workers=2, steps=7000, base_steps=6000, cycle=100, n_samples=5000, n_real=10000,
+                 sample_steps=25, metric='auto'),   # the confirmatory scale (make controls passes its own protocol's values)
+    'paper': dict(seeds=[0, 1, 2], workers=1, steps=500_000, base_steps=250_000, cycle=100, n_samples=30_000,
+                  n_real=30_000, sample_steps=1000, metric='auto'),   # the official code: 500k steps (250k base), 30k DDPM-1000 samples
+}
+
+def grid_settings(name: str, **overrides) -> dict:
+    """The experiment-grid settings of preset `name` (`PRESET_GRIDS`), with explicit `overrides` (one of `GRID_FIELDS`;
+    None keeps the preset's value). The schedule is checked against the preset's config before any work."""
+    check_choice('name', name, PRESETS)
+    bad = sorted(set(overrides) - set(GRID_FIELDS))
+    if bad: raise ValueError(f'grid_settings(): {bad[0]}={overrides[bad[0]]!r} is not a grid setting; allowed {list(GRID_FIELDS)}')
+    g = {**PRESET_GRIDS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    for k in ('workers', 'steps', 'cycle', 'n_samples', 'n_real', 'sample_steps'): check_int(k, g[k], 1)
+    check_int('base_steps', g['base_steps'], 0, g['steps'])
+    check_choice('metric', g['metric'], ('auto', 'fair', 'none'))
+    if not g['seeds'] or not all(isinstance(s, int) and s >= 0 for s in g['seeds']):
+        raise ValueError(f"seeds={g['seeds']!r}: expected a non-empty list of integers >= 0")
+    return g
+
+def grid_args(name: str, **overrides) -> str:
+    "`grid_settings(name, **overrides)` as papermill arguments (`-y \"seeds: [...]\" -p steps ...`): what the Makefile passes."
+    g = grid_settings(name, **overrides)
+    return ' '.join([f'-y "seeds: {list(g["seeds"])}"'] + [f'-p {k} {g[k]}' for k in GRID_FIELDS if k != 'seeds'])
+
+def grid_line(name: str, cfg: 'ExperimentConfig', *, n_runs: int, n_samples: int, n_real: int, sample_steps: int, metric: str) -> str:
+    "The one line a grid prints (and its executed notebook keeps) about what it actually runs: from the configs it built."
+    s = cfg.srd
+    return (f'{n_runs} runs, preset {name}: {cfg.train.steps} steps of batch {cfg.train.batch_size} ({s.base_steps} base, '
+            f'mFAM cycle {s.cycle}), {cfg.data.image_size}x{cfg.data.image_size}, U-Net {cfg.unet.base_channels} ch x '
+            f'{list(cfg.unet.channel_mults)}; scoring {n_samples} samples ({cfg.sample.sampler.upper()}-{sample_steps}) '
+            f'against {n_real} test images, metric {metric}')
+
 # %% ../nbs/00_core.ipynb #76dc6b0a
 def save_json(obj, path: str | os.PathLike) -> Path:
     """Write JSON atomically: a temporary file with a unique name in the same folder, then a rename. A reader never
@@ -664,11 +705,13 @@ def bf16_speedup(*, cache_dir=None, refresh: bool = False) -> float:
     return speedup
 
 def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu', *, flags: Iterable[str] | None = None) -> str:
-    """'fp32' or 'bf16' for `precision` ('auto' | 'fp32' | 'bf16') on `device`. 'auto': bf16 on a CUDA GPU that supports
-    it, on a CPU with AMX-BF16, and on a CPU with AVX512-BF16 where `bf16_speedup()` >= `BF16_MIN_SPEEDUP`; else fp32.
-    `flags`: the CPU's ISA flags (default `cpu_flags()`)."""
+    """'fp32', 'bf16' or 'fp16' for `precision` ('auto' | 'fp32' | 'bf16' | 'fp16') on `device`. 'auto': bf16 on a CUDA GPU
+    that supports it, on a CPU with AMX-BF16, and on a CPU with AVX512-BF16 where `bf16_speedup()` >= `BF16_MIN_SPEEDUP`;
+    else fp32 ('auto' never picks fp16). `flags`: the CPU's ISA flags (default `cpu_flags()`)."""
     check_choice('precision', precision, PRECISIONS)
     dev = torch.device(device)
+    if precision == 'fp16' and dev.type not in ('cuda', 'cpu'):
+        raise ValueError(f"precision='fp16' on {dev}: fp16 autocast with a gradient scaler runs on CUDA (and CPU); use 'fp32' there")
     if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise ValueError(f"precision='bf16' on {dev}: this GPU does not support bfloat16; use 'fp32' or 'auto'")
     if precision != 'auto': return precision
@@ -680,8 +723,15 @@ def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu
     return 'fp32'
 
 def precision_context(precision: str, device: torch.device | str = 'cpu'):
-    "The context of a resolved precision: bf16 autocast on `device` for 'bf16', a no-op for 'fp32'."
-    check_choice('precision', precision, ('fp32', 'bf16'))
+    "The context of a resolved precision: bf16 (fp16) autocast on `device` for 'bf16' ('fp16'), a no-op for 'fp32'."
+    check_choice('precision', precision, ('fp32', 'bf16', 'fp16'))
     if precision == 'fp32': return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
+
+def grad_scaler(precision: str, device: torch.device | str = 'cpu', **kw) -> 'torch.amp.GradScaler':
+    """The gradient scaler of a resolved precision: enabled for 'fp16', a pass-through for 'fp32' and 'bf16' (their
+    gradients need no scaling), so one code path serves all three: `scale(loss).backward()`, `unscale_(opt)` (before
+    clipping), `step(opt)`, `update()`. `kw` go to `torch.amp.GradScaler` (e.g. `init_scale`)."""
+    check_choice('precision', precision, ('fp32', 'bf16', 'fp16'))
+    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == 'fp16', **kw)
 

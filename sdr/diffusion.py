@@ -178,29 +178,38 @@ def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     check_int('steps', steps, 1, num_timesteps)
     return sorted({int(round(x)) for x in np.linspace(0, num_timesteps - 1, steps)})
 
+def _check_guidance(guidance):
+    if guidance is not None and not callable(guidance):
+        raise TypeError(f'guidance={guidance!r}: expected None or a callable (x_t, t, model_output) -> model_output')
+
 @torch.no_grad()
 def ddpm_sample(self, model, shape: tuple, *, generator: torch.Generator, device='cpu', clip: bool = True,
-                progress: bool = False) -> torch.Tensor:
-    "Ancestral sampling with all T steps."
+                progress: bool = False, guidance: Callable | None = None) -> torch.Tensor:
+    "Ancestral sampling with all T steps; `guidance(x_t, t, out) -> out` corrects each model output (see below)."
+    _check_guidance(guidance)
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)
     for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, desc='ddpm', leave=False):
         t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-        p = self.p_mean_variance(model(x, t), x, t, clip=clip)
+        out = model(x, t)
+        if guidance is not None: out = guidance(x, t, out)
+        p = self.p_mean_variance(out, x, t, clip=clip)
         x = p['mean']
         if i > 0: x = x + torch.exp(0.5 * p['log_variance']) * torch.randn(shape, generator=generator, device=generator.device).to(device)
     return x
 
 @torch.no_grad()
 def ddim_sample(self, model, shape: tuple, *, steps: int = 50, eta: float = 0.0, generator: torch.Generator,
-                device='cpu', clip: bool = True, progress: bool = False) -> torch.Tensor:
-    "DDIM sampling on `steps` evenly spaced timesteps (eta=0: deterministic given the initial noise)."
-    check_range('eta', eta, 0.0, 1.0)
+                device='cpu', clip: bool = True, progress: bool = False, guidance: Callable | None = None) -> torch.Tensor:
+    "DDIM sampling on `steps` evenly spaced timesteps (eta=0: deterministic given the initial noise); `guidance` as in `ddpm_sample`."
+    check_range('eta', eta, 0.0, 1.0); _check_guidance(guidance)
     seq = ddim_timesteps(self.num_timesteps, steps)
     abar = self.coef['alphas_cumprod']
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)
     for i in tqdm(range(len(seq) - 1, -1, -1), disable=not progress, desc='ddim', leave=False):
         t = torch.full((shape[0],), seq[i], device=device, dtype=torch.long)
-        p = self.p_mean_variance(model(x, t), x, t, clip=clip)
+        out = model(x, t)
+        if guidance is not None: out = guidance(x, t, out)
+        p = self.p_mean_variance(out, x, t, clip=clip)
         a_t = abar[seq[i]].item()
         a_prev = abar[seq[i - 1]].item() if i > 0 else 1.0
         eps = (x - math.sqrt(a_t) * p['pred_x0']) / math.sqrt(1 - a_t)  # consistent with the clipped x0
@@ -211,14 +220,17 @@ def ddim_sample(self, model, shape: tuple, *, steps: int = 50, eta: float = 0.0,
     return x
 
 def sample(self, model, shape: tuple, *, sampler: str = 'ddim', steps: int = 50, eta: float = 0.0,
-           generator: torch.Generator, device='cpu', clip: bool = True, progress: bool = False) -> torch.Tensor:
+           generator: torch.Generator, device='cpu', clip: bool = True, progress: bool = False,
+           guidance: Callable | None = None) -> torch.Tensor:
     "Dispatch to `ddim_sample` or `ddpm_sample` (`clip=False` for latents). The model is put in eval mode and restored afterwards."
-    check_choice('sampler', sampler, ('ddim', 'ddpm'))
+    check_choice('sampler', sampler, ('ddim', 'ddpm')); _check_guidance(guidance)
     was_training = model.training if isinstance(model, nn.Module) else False
     if isinstance(model, nn.Module): model.eval()
     try:
-        if sampler == 'ddpm': return self.ddpm_sample(model, shape, generator=generator, device=device, clip=clip, progress=progress)
-        return self.ddim_sample(model, shape, steps=steps, eta=eta, generator=generator, device=device, clip=clip, progress=progress)
+        if sampler == 'ddpm': return self.ddpm_sample(model, shape, generator=generator, device=device, clip=clip, progress=progress,
+                                                      guidance=guidance)
+        return self.ddim_sample(model, shape, steps=steps, eta=eta, generator=generator, device=device, clip=clip, progress=progress,
+                                guidance=guidance)
     finally:
         if isinstance(model, nn.Module): model.train(was_training)
 

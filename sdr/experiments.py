@@ -16,10 +16,12 @@ from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_i
                       derive_seed, load_json, save_json)
 from .data import load_dataset, save_image_grid
 from .stats import change_tests, family_verdicts, noise_floor_sd, t_interval
-from .train import SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, plot_mfam_history
+from .train import (SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, load_checkpoint, plot_mfam_history,
+                       save_checkpoint)
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'CPU_RERUN', 'EvalConfig', 'base_dir_for', 'run_dir_for',
+__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'CPU_RERUN', 'EvalConfig', 'same_training_but_length',
+           'shorter_bases', 'start_from_shorter_base', 'curve_change', 'plateau_steps', 'base_dir_for', 'run_dir_for',
            'make_trainer', 'train_base', 'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance',
            'run_experiment', 'watched_pids', 'start_watchdog', 'run_lock', 'StaleRecord', 'check_record', 'is_finished',
            'hardware', 'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped',
@@ -54,6 +56,75 @@ class EvalConfig(ConfigBase):
         if self.metric == 'fair' and self.n_inception > self.n_samples:
             raise ValueError(f'n_inception={self.n_inception} must be at most n_samples={self.n_samples} (a subset of the scored samples)')
 
+# %% ../nbs/09_experiments.ipynb #ef4d27d9
+def same_training_but_length(a: ExperimentConfig, b: ExperimentConfig) -> bool:
+    "True when the base phases of `a` and `b` differ only in their length (`srd.base_steps`, `train.steps`)."
+    def norm(c):
+        bc = base_config(c)
+        return bc.replace(train=bc.train.replace(steps=1), srd=bc.srd.replace(base_steps=1))
+    return norm(a) == norm(b)
+
+def shorter_bases(cfg: ExperimentConfig, base_dir) -> list[tuple[int, Path]]:
+    "Finished bases beside `base_dir` of the same training as `cfg` but shorter, as (base_steps, directory), longest first."
+    base_dir, found = Path(base_dir), []
+    for d in sorted(base_dir.parent.glob('base-*')):
+        if d.resolve() == base_dir.resolve() or not (d / 'done.json').exists(): continue
+        try: other = ExperimentConfig.from_dict(load_json(d / 'config.json')); check_record(d, 'base')
+        except (ValueError, KeyError, TypeError, OSError): continue   # unreadable or stale: never continued
+        ck = d / 'train' / 'checkpoints' / 'last.pt'
+        if other.srd.base_steps < cfg.srd.base_steps and same_training_but_length(other, cfg) and ck.exists() and checkpoint_ok(ck):
+            found.append((other.srd.base_steps, d))
+    return sorted(found, key=lambda x: -x[0])
+
+def start_from_shorter_base(cfg: ExperimentConfig, base_dir) -> Path | None:
+    """Seed the empty base directory `base_dir` of `cfg` with the checkpoint and curve points of the longest finished
+    shorter base of the same training (`shorter_bases`); returns that base's directory, or None (nothing to continue)."""
+    base_dir = Path(base_dir); ck = base_dir / 'train' / 'checkpoints' / 'last.pt'
+    if ck.exists(): return None
+    hits = shorter_bases(cfg, base_dir)
+    if not hits: return None
+    steps, src = hits[0]
+    sd = load_checkpoint(src / 'train' / 'checkpoints' / 'last.pt')
+    if sd['step'] != steps: return None   # not the finished state
+    save_checkpoint({**sd, 'config_hash': config_hash(base_config(cfg))}, ck)
+    if (src / 'curve.json').exists() and not (base_dir / 'curve.json').exists():
+        save_json([p for p in load_json(src / 'curve.json') if p['step'] <= steps], base_dir / 'curve.json')
+    save_json({'base': src.name, 'step': steps}, base_dir / 'extended_from.json')
+    print(f'{base_dir.name}: continues {src.name} from its step {steps} (the same trajectory)', flush=True)
+    return src
+
+
+# %% ../nbs/09_experiments.ipynb #eb743732
+def curve_change(curve: list[dict], step: int, window: int) -> float | None:
+    "% change of a base's held-out loss from step `step - window` to `step` (None when either point is missing)."
+    at = {p['step']: p['heldout_loss'] for p in curve}
+    if step not in at or step - window not in at: return None
+    return 100 * (at[step] - at[step - window]) / at[step - window]
+
+def plateau_steps(train_to, curves_at, *, start: int, window: int = 1000, increment: int = 1000, stop: int = 12000,
+                  tol: float = 1.0, say=print) -> tuple[int | None, list[dict]]:
+    """The first base length B in start, start + increment, ... <= stop at which every base's held-out loss changed by
+    less than `tol` % over the last `window` steps, and the log of each try; (None, log) when `stop` came first.
+    `curves_at(B)` -> {base: curve} of the bases of length B; `train_to(B)` trains them when a point is missing."""
+    check_int('start', start, 1); check_int('window', window, 1); check_int('increment', increment, 1)
+    check_int('stop', stop, start); check_range('tol', tol, 0.0, 100.0)
+    log, B = [], start
+    while True:
+        curves = curves_at(B)
+        if any(curve_change(c, B, window) is None for c in curves.values()): train_to(B); curves = curves_at(B)
+        changes = {b: curve_change(c, B, window) for b, c in curves.items()}
+        missing = [b for b, ch in changes.items() if ch is None]
+        if missing: raise ValueError(f'bases {missing} have no held-out-loss points at steps {B - window} and {B}: '
+                                     f'base_curve_every must divide window={window} and base_steps={B}')
+        ok = all(abs(ch) < tol for ch in changes.values())
+        log.append({'base_steps': B, 'window': window, 'tol_pct': tol, 'change_pct': changes, 'plateau': ok})
+        say(f'base_steps {B}: held-out loss changed ' + ', '.join(f'{ch:+.2f} %' for ch in changes.values())
+            + f' over the last {window} steps: ' + ('plateau' if ok else f'not flat (|change| >= {tol} %)'))
+        if ok: return B, log
+        if B + increment > stop: return None, log
+        B += increment
+
+
 # %% ../nbs/09_experiments.ipynb #6a2a0469
 def base_dir_for(root: str | os.PathLike, experiment: str, cfg: ExperimentConfig) -> Path:
     return Path(root) / experiment / f'base-{base_config_hash(cfg)}'
@@ -82,6 +153,7 @@ def train_base(cfg: ExperimentConfig, base_dir, *, device=None, progress: bool =
     base_dir = Path(base_dir)
     bc = base_config(cfg)
     save_json(bc.to_dict(), base_dir / 'config.json')
+    start_from_shorter_base(cfg, base_dir)   # a longer base continues a finished shorter one (the same trajectory)
     tr = make_trainer(bc, base_dir / 'train', device=device, progress=progress)
     resumed = tr.resume()
     if curve_every:
@@ -93,7 +165,9 @@ def train_base(cfg: ExperimentConfig, base_dir, *, device=None, progress: bool =
             tr.fit(until=k, resume=False)
             curve.append({'step': k, 'heldout_loss': tr.eval_loss(test)}); save_json(curve, curve_path)
     if not (resumed and tr.step >= cfg.srd.base_steps): tr.fit(until=cfg.srd.base_steps, resume=False)
-    save_json({'step': tr.step, 'train_seconds': tr.train_seconds}, base_dir / 'done.json')
+    ext = base_dir / 'extended_from.json'
+    save_json({'step': tr.step, 'train_seconds': tr.train_seconds, **({'extended_from': load_json(ext)} if ext.exists() else {})},
+              base_dir / 'done.json')
     return tr.checkpoint_path
 
 def _score(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict:
@@ -394,8 +468,13 @@ class GridStopped(RuntimeError):
     "The grid was told to stop (SIGTERM, or a process it must not outlive died); its running jobs checkpointed and stopped."
 
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
-             workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True) -> dict:
+             workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True, bases_only: bool = False,
+             executor=None) -> dict:
     """Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures.
+    `bases_only`: train (or resume, or continue) only the bases the unfinished runs need, and stop there.
+    `executor`: where each job runs: None, a subprocess here (at most `workers` at a time); or an object with the
+    signature of `_execute` as its `execute` method, e.g. `sdr.executors.SubmititExecutor` (SLURM, or submitit's local
+    executor). Skip, reuse, resume, locks and run records are the same either way.
     One writer per run directory (`run_lock`); a SIGTERM, or the death of a process in `SDR_WATCH_PIDS`, stops the jobs
     (they checkpoint) and raises `GridStopped`; jobs stop by themselves when the grid dies."""
     check_int('workers', workers, 1, 64)
@@ -438,10 +517,18 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
         else: say(f'nothing to run: all {len(configs)} runs are finished; {summary_path.name} left as it is')
         summary['wall_seconds'] = round(time.time() - t0, 1)
         return summary
-    prepare_reference(todo, ev, progress=progress)
     bases = {}
     for c in todo:
         if c.srd.base_steps > 0: bases.setdefault(base_config_hash(c), c)
+    if bases_only:   # the runs wait (e.g. for a plateau check); finished bases are not touched, so a no-op writes nothing
+        bases = {h: c for h, c in bases.items() if not is_finished(base_dir_for(root, experiment, c), 'base', ev)
+                 and find_finished_elsewhere(root, experiment, 'base', c, ev) is None}
+        todo = list(bases.values())
+        if not bases:
+            say(f'bases only: every base the {len(configs)} runs need is finished')
+            summary['wall_seconds'] = round(time.time() - t0, 1)
+            return summary
+    else: prepare_reference(todo, ev, progress=progress)
 
     stopping, procs = {}, set()
     def stop(reason):
@@ -481,8 +568,8 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
                 say(f'{ck} is damaged: the job sets it aside and restarts {c.name} seed {c.seed} from '
                     + (f'its base checkpoint {os.path.relpath(base_ck, root)}' if base_ck else 'scratch'))
             try:
-                _execute(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads, notebook=notebook, cwd=cwd,
-                         watch=jobs_watch, lock=lk, procs=procs)
+                (_execute if executor is None else executor.execute)(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads,
+                                                                      notebook=notebook, cwd=cwd, watch=jobs_watch, lock=lk, procs=procs)
                 (out / 'error.json').unlink(missing_ok=True)
                 return kind, c, out, 'finished', None
             except Exception as e:
@@ -497,7 +584,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
 
     # bases first; each run is submitted as soon as its base is done (runs without a base phase at once)
     waiting = {}
-    for c in todo: waiting.setdefault(base_config_hash(c) if c.srd.base_steps > 0 else None, []).append(c)
+    for c in ([] if bases_only else todo): waiting.setdefault(base_config_hash(c) if c.srd.base_steps > 0 else None, []).append(c)
     saved = [time.time()]
     try:
         progress_so_far()
@@ -652,14 +739,18 @@ def mechanism_rows(records: list[dict], *, arm: str, controls: list, baseline: s
                    unit_key: str = 'seed', margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05,
                    higher_is_better: bool = False) -> list[dict]:
     """Does the flaw map matter? Per control: the paired difference (arm - control) / baseline in % over shared units,
-    its CI and direction verdict ('improves' = the flaw-map arm is better than the control), Holm across the controls."""
-    by = by_unit(records, metric, unit_key=unit_key)
+    its CI and direction verdict ('improves' = the flaw-map arm is better than the control), Holm across the controls;
+    beside it the same difference of the held-out loss (`heldout_diff_pct`, CI; no floor, no test)."""
+    by, loss = by_unit(records, metric, unit_key=unit_key), by_unit(records, 'heldout_loss', unit_key=unit_key)
     rows = []
     for c in controls:
         units = sorted(set(by.get(arm, {})) & set(by.get(c, {})) & set(by.get(baseline, {})), key=str)
         d = [100 * (by[arm][u] - by[c][u]) / by[baseline][u] for u in units]
         m, lo, hi, n = mean_ci(d, floor_sd=floor_sd)
+        lu = [u for u in units if all(u in loss.get(v, {}) for v in (arm, c, baseline))]
+        lm, llo, lhi, _ = mean_ci([100 * (loss[arm][u] - loss[c][u]) / loss[baseline][u] for u in lu])
         rows.append({'arm': arm, 'control': c, 'diff_pct': m, 'ci_lo': lo, 'ci_hi': hi, 'n_paired': n,
+                     'heldout_diff_pct': lm, 'heldout_ci_lo': llo, 'heldout_ci_hi': lhi,
                      **change_tests(d, margin=margin, floor_sd=floor_sd, higher_is_better=higher_is_better)})
     return family_verdicts(rows, alpha=alpha, margin=margin)
 
@@ -829,11 +920,13 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
                       paper: dict | None = None, paper_change: dict | None = None, title: str = '', notes: str = '',
                       preset: str | None = None, metric: str | None = None, metric_label: str | None = None,
                       higher_is_better: bool = False, index: bool = True, floor_sd: float | None = None, margin: float = 1.0,
-                      confirmatory=(), unit_key: str = 'seed', records: list[dict] | None = None) -> tuple[list[dict], Path]:
+                      confirmatory=(), unit_key: str = 'seed', records: list[dict] | None = None,
+                      rows: list[dict] | None = None) -> tuple[list[dict], Path]:
     """Summarize an experiment's records into `<out_stem>.md/.csv/.png` and index it: `metric` when every run has it
     (e.g. 'class_accuracy', with `higher_is_better=True`), else FID when every run has one, else the held-out loss.
     `floor_sd` (None: the cpu preset's measured rerun floor, `CPU_RERUN`, else 0), `margin`, `confirmatory` and `unit_key`
-    go to `summarize`; `records` replaces the experiment's collected records."""
+    go to `summarize`; `records` replaces the experiment's collected records; `rows` replaces `summarize`'s rows (e.g. rows
+    whose verdicts were corrected over a protocol's own families with `family_verdicts`)."""
     if floor_sd is None: floor_sd = default_floor_sd(preset, Path(out_stem).parent)
     records, key = checked_records(root, experiment, metric, records=records)
     if key == metric: label = metric_label or metric
@@ -841,7 +934,7 @@ def report_experiment(root, experiment: str, out_stem, *, order: list, baseline:
     scores = (f"{records[0]['n_gen']} generated vs {records[0]['n_real']} real, `{records[0]['extractor']}`" if records[0].get('extractor')
               else 'held-out loss (no FID)' if key == 'heldout_loss' else label)
     if key != 'heldout_loss': notes += f' Scores: {scores}.'
-    rows = summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better, unit_key=unit_key,
+    rows = rows if rows is not None else summarize(records, metric=key, baseline=baseline, order=order, higher_is_better=higher_is_better, unit_key=unit_key,
                      paper=paper if key != 'heldout_loss' else None, paper_change=paper_change if key != 'heldout_loss' else None,
                      floor_sd=floor_sd, margin=margin, confirmatory=confirmatory)
     md = write_table(rows, out_stem, metric=label, title=title, notes=notes.strip(), higher_is_better=higher_is_better,

@@ -13,7 +13,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
-                      precision_context, resolve_precision,
+                      grad_scaler, precision_context, resolve_precision,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, count_params
@@ -90,7 +90,7 @@ class Trainer:
                  progress: bool = True):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         self.device = pick_device(device) if not isinstance(device, torch.device) else device
-        self.precision = resolve_precision(cfg.precision, self.device)   # 'fp32' | 'bf16', entered by `autocast()`
+        self.precision = resolve_precision(cfg.precision, self.device)   # 'fp32' | 'bf16' | 'fp16', entered by `autocast()`
         self.images = load_dataset(cfg.data, 'train')[0] if images is None else images  # uint8 (N, C, H, W)
         self._check_images(self.images)
         seed_everything(cfg.seed)
@@ -100,6 +100,7 @@ class Trainer:
         tc = cfg.train
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / max(tc.warmup_steps, 1)))
+        self.scaler = grad_scaler(self.precision, self.device)   # fp16: loss scaling; fp32/bf16: a pass-through (one code path)
         self.order = DataOrder(len(self.images), tc.batch_size, seed=derive_seed(cfg.seed, 'data'))
         self.noise_gen = make_generator(derive_seed(cfg.seed, 'noise'))
         self.step, self.log, self.train_seconds = 0, [], 0.0
@@ -132,6 +133,19 @@ class Trainer:
         "The run's precision (see `resolve_precision`) around a model's forward pass: training, sampling, held-out loss."
         return precision_context(self.precision, self.device)
 
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        "This process's rows of a global batch draw (data, t, ε). One process: all of them (DDP: its slice, `sdr.distributed`)."
+        return x
+
+    def stop_requested(self, stop: 'GracefulStop') -> bool:
+        "Whether the loop checkpoints and stops after this step (one process: a signal arrived; DDP: on any rank)."
+        return stop.signum is not None
+
+    @property
+    def is_writer(self) -> bool:
+        "Whether this process writes checkpoints and records (one process: yes; DDP: rank 0)."
+        return True
+
     def extra_state(self) -> dict: return {}
     def load_extra_state(self, state: dict): pass
 
@@ -142,19 +156,22 @@ class Trainer:
 
     def train_step(self) -> dict:
         self.model.train()
-        x0 = self.batch(self.step)
+        x0 = self.batch(self.step)   # the global batch, its t and ε: pure functions of the step (DDP keeps its rows of each)
         t = self.diffusion.sample_timesteps(len(x0), generator=self.noise_gen, device=self.device)
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+        x0, t, eps = self.shard(x0), self.shard(t), self.shard(eps)
         noise, target = self.make_noise(x0, t, eps)
         with torch.enable_grad(), self.step_context(), self.autocast():  # whatever the caller's grad mode
             terms = self.diffusion.training_losses(self.denoiser(), x0, t, noise=noise, target=target)
             loss = terms['loss'].mean()
         if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
         self.opt.zero_grad(set_to_none=True)
-        with torch.enable_grad(): loss.backward()
+        with torch.enable_grad(): self.scaler.scale(loss).backward()   # every backward through the scaler (fp16: scaled)
+        self.scaler.unscale_(self.opt)   # true gradients before clipping (fp32/bf16: nothing to undo)
         if self.cfg.train.grad_clip > 0:  # per parameter group: SRD's map projections (own group) never rescale the U-Net's step
             for group in self.opt.param_groups: nn.utils.clip_grad_norm_(group['params'], self.cfg.train.grad_clip)
-        self.opt.step(); self.sched.step(); self.ema.update(self.model)
+        self.scaler.step(self.opt); self.scaler.update()   # fp16: a step with inf/nan gradients is skipped, the scale lowered
+        self.sched.step(); self.ema.update(self.model)
         self.step += 1
         return {k: v.mean().item() for k, v in terms.items()}
 
@@ -167,7 +184,7 @@ class Trainer:
                 'sched': self.sched.state_dict(), 'ema': self.ema.state_dict(),
                 'noise_gen': self.noise_gen.get_state(), 'torch_rng': torch.get_rng_state(),
                 'log': self.log, 'train_seconds': self.train_seconds, 'config_hash': config_hash(self.cfg),
-                'extra': self.extra_state()}
+                'extra': self.extra_state(), **({'scaler': self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
     def load_state_dict(self, sd: dict):
         if sd['config_hash'] != config_hash(self.cfg):
@@ -177,6 +194,7 @@ class Trainer:
         self.sched.load_state_dict(sd['sched']); self.ema.load_state_dict(sd['ema'])
         self.noise_gen.set_state(sd['noise_gen']); torch.set_rng_state(sd['torch_rng'])
         self.log, self.train_seconds = sd['log'], sd['train_seconds']
+        if sd.get('scaler') and self.scaler.is_enabled(): self.scaler.load_state_dict(sd['scaler'])
         self.load_extra_state(sd['extra'])
 
     def save(self) -> Path: return save_checkpoint(self.state_dict(), self.checkpoint_path)
@@ -199,9 +217,9 @@ class Trainer:
         "Train up to step `until` (default `cfg.train.steps`), checkpointing; resumes from the last checkpoint."
         until = self.cfg.train.steps if until is None else check_int('until', until, 0)
         if resume: self.resume()
-        save_json(self.cfg.to_dict(), self.out_dir / 'config.json')
+        if self.is_writer: save_json(self.cfg.to_dict(), self.out_dir / 'config.json')
         tc = self.cfg.train
-        bar = tqdm(total=until, initial=min(self.step, until), disable=not self.progress, desc=self.cfg.name, leave=False)
+        bar = tqdm(total=until, initial=min(self.step, until), disable=not (self.progress and self.is_writer), desc=self.cfg.name, leave=False)
         with GracefulStop() as stop:
             while self.step < until:
                 t0 = time.perf_counter()
@@ -211,7 +229,7 @@ class Trainer:
                     self.log.append({'step': self.step, **terms})
                     bar.set_postfix(loss=f"{terms['loss']:.4f}")
                 bar.update(1)
-                if stop.signum is not None:
+                if self.stop_requested(stop):
                     self.save(); bar.close()
                     raise TrainingInterrupted(f'signal {stop.signum} at step {self.step}; checkpoint written to {self.checkpoint_path}')
                 if self.step % tc.checkpoint_every == 0 or self.step == until: self.save()
@@ -237,8 +255,9 @@ class Trainer:
         return model
 
     def sample(self, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
-               batch_size=None, progress: bool = False, **model_kw) -> torch.Tensor:
-        "n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`."
+               batch_size=None, progress: bool = False, guidance=None, **model_kw) -> torch.Tensor:
+        """n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`;
+        `guidance` is the samplers' hook (notebook 03; None: plain sampling)."""
         sc = self.cfg.sample
         check_int('n', n, 1)
         model = self.ema.model if ema else self.model
@@ -247,7 +266,7 @@ class Trainer:
         with self.autocast():
             out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
                                          sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                                         generator=g, device=self.device, progress=progress)
+                                         generator=g, device=self.device, progress=progress, guidance=guidance)
                    for i in range(0, n, bs)]
         return torch.cat(out).clamp(-1, 1).cpu()
 

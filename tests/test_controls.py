@@ -83,3 +83,22 @@ def test_base_curve_records_a_plateau_without_changing_the_base(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     train_base(c, tmp_path / 'a', curve_every=10, heldout=64)               # a rerun appends nothing
     assert json.loads((tmp_path / 'a' / 'curve.json').read_text()) == curve
+
+def test_bases_only_grid_trains_the_bases_and_no_run_then_a_longer_base_continues_it(tmp_path):
+    "The plateau gate's grid: bases only (no run directory), a no-op rerun writes nothing, a longer base continues."
+    from sdr.experiments import EvalConfig, base_dir_for, run_grid
+    from sdr.core import load_json
+    ev = EvalConfig(n_samples=4, n_real=4, sample_steps=2, metric='none', heldout=32, base_curve_every=6)
+    cfgs = [_cfg(mechanism='none').replace(name='baseline', seed=s) for s in (0, 1)]
+    s = run_grid('x', cfgs, root=tmp_path, ev=ev, workers=2, notebook=False, progress=False, bases_only=True)
+    assert len(s['finished']) == 2 and all(r['kind'] == 'base' for r in s['finished'])
+    assert sorted(p.name[:5] for p in (tmp_path / 'x').iterdir() if p.is_dir()) == ['base-', 'base-']
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / 'x').rglob('*') if p.is_file()}
+    again = run_grid('x', cfgs, root=tmp_path, ev=ev, workers=1, notebook=False, progress=False, bases_only=True)
+    assert not again['finished'] and {p: p.stat().st_mtime_ns for p in (tmp_path / 'x').rglob('*') if p.is_file()} == before
+    longer = [c.replace(train=c.train.replace(steps=30), srd=c.srd.replace(base_steps=18)) for c in cfgs]
+    run_grid('x', longer, root=tmp_path, ev=ev, workers=1, notebook=False, progress=False, bases_only=True)
+    for short, long in zip(cfgs, longer):
+        done = load_json(base_dir_for(tmp_path, 'x', long) / 'done.json')
+        assert done['step'] == 18 and done['extended_from'] == {'base': base_dir_for(tmp_path, 'x', short).name, 'step': 12}
+        assert [p['step'] for p in load_json(base_dir_for(tmp_path, 'x', long) / 'curve.json')] == [6, 12, 18]

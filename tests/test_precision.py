@@ -51,7 +51,8 @@ def test_bf16_speedup_is_measured_once_and_cached(monkeypatch, tmp_path):
 
 
 def test_bad_precision_is_refused():
-    with pytest.raises(ValueError, match="precision='fp16' is not allowed"): _smoke(precision='fp16')
+    with pytest.raises(ValueError, match="precision='fp8' is not allowed"): _smoke(precision='fp8')
+    with pytest.raises(ValueError, match="precision='fp16' on mps"): resolve_precision('fp16', 'mps')
     with pytest.raises(ValueError, match="precision='auto' is not allowed"): core.precision_context('auto')
 
 
@@ -98,3 +99,48 @@ def test_run_experiment_records_the_resolved_precision(tmp_path, monkeypatch):
     m = run_experiment(_smoke(precision='auto'), tmp_path / 'auto', ev=ev, device='cpu')
     assert m['precision'] == 'fp32' and load_json(tmp_path / 'auto' / 'metrics.json')['precision'] == 'fp32'
     assert run_experiment(_smoke(precision='bf16'), tmp_path / 'bf16', ev=ev, device='cpu')['precision'] == 'bf16'
+
+
+def _first_grads_and_update(tr, steps=3):
+    "The gradients the optimizer steps with at the first step (after unscaling and clipping), and |theta_k - theta_0|."
+    th0 = torch.cat([p.detach().flatten().clone() for p in tr.model.parameters()])
+    tr.train_step()
+    g = torch.cat([p.grad.flatten().clone() for p in tr.model.parameters()])
+    for _ in range(steps - 1): tr.train_step()
+    return g, (torch.cat([p.detach().flatten() for p in tr.model.parameters()]) - th0).norm().item()
+
+
+def _fp16_matches_fp32(tr16, g32, d32) -> bool:
+    "fp16 with its scaler steps with fp32's gradients (to 1 %) and moves the weights as far (to 10 %)."
+    g16, d16 = _first_grads_and_update(tr16)
+    return bool((g16 - g32).norm() / g32.norm() < 0.01) and abs(d16 / d32 - 1) < 0.10
+
+
+def test_fp16_every_backward_goes_through_the_scaler(tmp_path):
+    """fp16 with a GradScaler: the loss is scaled before every backward, so after `unscale_` the optimizer sees the true
+    gradients and the updates match fp32's. The u-vit fork's pattern (a bare `backward()` while the optimizer steps
+    through the scaler) unscales never-scaled gradients: 65536x too small, AdamW's steps shrink; the same check fails."""
+    g32, d32 = _first_grads_and_update(Trainer(_smoke(), tmp_path / 'fp32', device='cpu', progress=False))
+    ours = Trainer(_smoke(precision='fp16'), tmp_path / 'fp16', device='cpu', progress=False)
+    assert ours.precision == 'fp16' and ours.scaler.is_enabled() and ours.scaler.get_scale() == 65536.0
+    calls, scale = [], ours.scaler.scale
+    ours.scaler.scale = lambda loss: calls.append(1) or scale(loss)
+    assert _fp16_matches_fp32(ours, g32, d32)
+    assert len(calls) == 3   # one scaled backward per step
+    fork = Trainer(_smoke(precision='fp16'), tmp_path / 'fork', device='cpu', progress=False)
+    scale = fork.scaler.scale
+    fork.scaler.scale = lambda loss: (scale(loss), loss)[1]   # the fork: the scaler is set up, the backward is bare
+    assert not _fp16_matches_fp32(fork, g32, d32)
+    assert Trainer(_smoke(), tmp_path / 'fp32b', device='cpu', progress=False).scaler.is_enabled() is False
+
+
+def test_fp16_runs_in_fp16_and_resumes_its_scaler(tmp_path):
+    "Convolutions run in fp16 (weights stay fp32), and the scaler's state travels in the checkpoint (exact resume)."
+    tr = Trainer(_smoke(precision='fp16'), tmp_path / 'a', device='cpu', progress=False)
+    assert _conv_dtypes(tr, tr.train_step) == {torch.float16}
+    assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+    tr.scaler.update(1024.0)   # a scale that differs from the initial one
+    tr.save()
+    again = Trainer(_smoke(precision='fp16'), tmp_path / 'a', device='cpu', progress=False)
+    assert again.resume() and again.scaler.get_scale() == 1024.0
+    assert 'scaler' not in Trainer(_smoke(), tmp_path / 'b', device='cpu', progress=False).state_dict()   # fp32 checkpoints as before
