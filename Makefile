@@ -130,7 +130,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab nbs $(if $(filter 0,$(shell id -u)),--allow-root)  # root (containers) needs --allow-root
 
 bench: setup
-	$(PY) -m pip install -q diffusers  # bench-only reference implementation
+	$(PY) -m pip install -q diffusers timm  # bench-only reference implementations (timm: the U-ViT row)
 	$(PY) bench/train_step.py
 	$(PY) bench/srd_overhead.py
 	$(PY) bench/gradcam.py

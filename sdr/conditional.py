@@ -14,6 +14,7 @@ from .core import (MFAM_MODES, ConditionalConfig, ExperimentConfig, check_choice
                    make_generator)
 from .data import load_dataset, to_model_range
 from .unet import UNet, build_unet
+from .uvit import UViT, build_backbone
 from .train import SRDTrainer
 
 # %% auto #0
@@ -25,10 +26,12 @@ ConditionalConfig = ConditionalConfig   # defined in sdr.core; re-exported here
 
 # %% ../nbs/08a_conditional.ipynb #93c68da1
 class ConditionalUNet(nn.Module):
-    "A `UNet` conditioned on labels (`cond_dim=0`: learned table, label `num_classes` = null) or external embeddings."
-    def __init__(self, unet: UNet, *, num_classes: int, cond_dim: int = 0):
+    "A `UNet` (or `UViT`) conditioned on labels (`cond_dim=0`: learned table, label `num_classes` = null) or external embeddings."
+    def __init__(self, unet: UNet | UViT, *, num_classes: int, cond_dim: int = 0):
         super().__init__()
-        if not isinstance(unet, UNet): raise ValueError(f'unet must be a UNet; got {type(unet).__name__}')
+        if not isinstance(unet, (UNet, UViT)): raise ValueError(f'unet must be a UNet or a UViT; got {type(unet).__name__}')
+        if isinstance(unet, UViT) and not unet.label_token:
+            raise ValueError('unet is a UViT without a label token: build it with label_token=True (build_uvit does when cfg.conditional is set)')
         check_int('num_classes', num_classes, 2); check_int('cond_dim', cond_dim, 0)
         self.unet, self.num_classes, self.cond_dim = unet, num_classes, cond_dim
         d = unet.emb_dim
@@ -67,10 +70,10 @@ class ConditionalUNet(nn.Module):
         return self.unet(x, t, cond_emb=self.cond_embedding(len(x), y=y, context=context, drop=drop))
 
 def build_conditional_unet(cfg: ExperimentConfig, *, device='cpu') -> ConditionalUNet:
-    "The conditional model of `cfg`: its U-Net (same random draws as `build_unet`), then the conditioning embedding."
+    "The conditional model of `cfg`: its backbone (U-Net, same random draws as `build_unet`; or U-ViT), then the conditioning embedding."
     if cfg.conditional is None: raise ValueError('cfg.conditional=None: set a ConditionalConfig for a conditional model')
     co = cfg.conditional
-    return ConditionalUNet(build_unet(cfg, device=device), num_classes=co.num_classes, cond_dim=co.cond_dim).to(device)
+    return ConditionalUNet(build_backbone(cfg, device=device), num_classes=co.num_classes, cond_dim=co.cond_dim).to(device)
 
 # %% ../nbs/08a_conditional.ipynb #89d1d5d3
 def guided_output(model: ConditionalUNet, x: torch.Tensor, t: torch.Tensor, *, scale: float, y=None, context=None) -> torch.Tensor:

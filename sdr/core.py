@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'PRECISIONS', 'PRESETS', 'GRID_FIELDS', 'PRESET_GRIDS',
-           'BF16_MIN_SPEEDUP', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range', 'check_int',
-           'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'seeded_build', 'ConfigBase',
-           'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig',
-           'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'ExperimentConfig', 'preset',
-           'grid_settings', 'grid_args', 'grid_line', 'save_json', 'load_json', 'check_notebook_parameters',
-           'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision', 'precision_context', 'grad_scaler']
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRECISIONS', 'PRESETS', 'GRID_FIELDS',
+           'PRESET_GRIDS', 'BF16_MIN_SPEEDUP', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
+           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'seeded_build',
+           'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig',
+           'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'UViTConfig',
+           'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line', 'save_json', 'load_json',
+           'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision',
+           'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #540dffdb
 _TORCHVISION_SCHEMAS = {
@@ -405,6 +406,33 @@ class ConditionalConfig(ConfigBase):
             raise ValueError(f'guidance_scale={self.guidance_scale} needs an unconditional model, but p_uncond=0 never '
                              'trains one: use p_uncond in (0, 1) or guidance_scale=1')
 
+UVIT_SRD_BLOCKS = ('in_out', 'all')
+
+@_register
+@dataclass(frozen=True)
+class UViTConfig(ConfigBase):
+    "U-ViT shape (Bao et al. 2023; notebook 02b): patches -> depth//2 in-blocks, a mid-block, depth//2 out-blocks with long skips."
+    patch_size: int = 2              # side of a square patch; must divide the image side (token grid = image_size // patch_size)
+    embed_dim: int = 128             # D, the width of every token
+    depth: int = 6                   # in-blocks + out-blocks (U-ViT's `depth`, even); one mid-block more
+    num_heads: int = 4
+    mlp_ratio: float = 4.0           # MLP hidden width = mlp_ratio * D
+    qkv_bias: bool = False           # every shipped U-ViT config: False
+    mlp_time_embed: bool = False     # False: the time token is the raw sinusoidal embedding (every shipped config)
+    final_conv: bool = True          # a 3x3 conv after unpatchify (U-ViT's `conv=True`)
+    srd_blocks: str = 'in_out'       # where SRD modulates K and V: 'in_out' (the u-vit fork: not the mid block) | 'all'
+    def validate(self):
+        check_int('patch_size', self.patch_size, 1, 64)
+        check_int('embed_dim', self.embed_dim, 4, 8192)
+        check_int('depth', self.depth, 2, 64)
+        if self.depth % 2: raise ValueError(f'depth={self.depth} must be even (depth//2 in-blocks and as many out-blocks)')
+        check_int('num_heads', self.num_heads, 1, 64)
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f'num_heads={self.num_heads} must divide embed_dim={self.embed_dim}')
+        check_range('mlp_ratio', self.mlp_ratio, 0.0, 64.0, lo_incl=False)
+        for k in ('qkv_bias', 'mlp_time_embed', 'final_conv'): check_choice(k, getattr(self, k), (False, True))
+        check_choice('srd_blocks', self.srd_blocks, UVIT_SRD_BLOCKS)
+
 # %% ../nbs/00_core.ipynb #9af2bf86
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
@@ -423,6 +451,7 @@ class ExperimentConfig(ConfigBase):
     autoencoder: AutoencoderConfig | None = added_field(None, since='0.2')   # set: latent diffusion (08_latent)
     conditional: ConditionalConfig | None = added_field(None, since='0.3')   # set: class-conditional (08a_conditional)
     precision: str = added_field('fp32', since='0.4')   # 'auto' | 'fp32' | 'bf16' | 'fp16': see `resolve_precision`
+    uvit: UViTConfig | None = added_field(None, since='0.5')   # set: the U-ViT backbone (02b_uvit) instead of the U-Net
     def validate(self):
         check_int('seed', self.seed, 0, 2**63 - 1)
         check_choice('precision', self.precision, PRECISIONS)
@@ -443,12 +472,21 @@ class ExperimentConfig(ConfigBase):
             if co.mfam == 'per_class' and self.srd.mechanism != 'none' and self.srd.mfam_batch < co.num_classes:
                 raise ValueError(f"mfam='per_class' needs srd.mfam_batch >= num_classes={co.num_classes} (a sample per class "
                                  f"at every refresh); got mfam_batch={self.srd.mfam_batch}")
+        vit = self.uvit
+        if vit is not None:
+            if not isinstance(vit, UViTConfig): raise ValueError(f'uvit must be a UViTConfig or None, got {type(vit).__name__}')
+            if ae is not None: raise ValueError('uvit and autoencoder are both set: a latent U-ViT is not implemented; set one of them to None')
+            if self.data.image_size % vit.patch_size:
+                ok = [p for p in range(1, self.data.image_size + 1) if self.data.image_size % p == 0]
+                raise ValueError(f'uvit.patch_size={vit.patch_size} does not divide image_size={self.data.image_size}; '
+                                 f'allowed patch sizes {ok}')
         if self.srd.base_steps > self.train.steps:
             raise ValueError(f'base_steps={self.srd.base_steps} must be at most train.steps={self.train.steps}')
         h, d = self.srd.highlighter, self.data
         if (h.channels, h.image_size) != (d.channels, d.image_size):
             raise ValueError(f'highlighter (channels, image_size)={(h.channels, h.image_size)} must match the data\'s '
                              f'{(d.channels, d.image_size)}')
+        if vit is not None: return   # a U-ViT run does not build the U-Net: its fields are not checked against the image
         size, n_levels = (ae.latent_size if ae is not None else self.data.image_size), len(self.unet.channel_mults)
         if size % 2 ** (n_levels - 1):
             raise ValueError(f'image_size={size} must be divisible by 2**(len(channel_mults)-1)={2 ** (n_levels - 1)}')

@@ -16,7 +16,8 @@ from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, co
                       grad_scaler, precision_context, resolve_precision,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
-from .unet import attention_blocks, build_unet, count_params
+from .unet import attention_blocks, count_params
+from .uvit import build_backbone
 from .diffusion import EMA, GaussianDiffusion
 from .gradcam import build_flaw_highlighter, flaw_activation_map, mean_fam, train_flaw_highlighter
 from .srd import add_map_projections, control_map, modulate_attention, noise_amplify
@@ -113,8 +114,8 @@ class Trainer:
 
     # -- hooks for subclasses (SRD, latent, conditional) ---------------------------------------
     def build_model(self) -> nn.Module:
-        "The denoiser, built once in `__init__` right after the global seed is set. Subclasses build other networks."
-        return build_unet(self.cfg, device=self.device)
+        "The denoiser, built once in `__init__` right after the global seed is set: the U-Net, or the U-ViT when `cfg.uvit` is set."
+        return build_backbone(self.cfg, device=self.device)
 
     def make_noise(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor):
         "(noise put into x_t, regression target). Baseline: both are ε."

@@ -15,8 +15,8 @@ from einops import rearrange
 from .core import UNetConfig, check_int, check_range
 
 # %% auto #0
-__all__ = ['KVModulation', 'timestep_embedding', 'zero_init', 'ResBlock', 'SelfAttention', 'Downsample', 'Upsample', 'Level',
-           'UNet', 'attention_blocks', 'count_params', 'build_unet']
+__all__ = ['KVModulation', 'timestep_embedding', 'zero_init', 'ResBlock', 'KVAttention', 'SelfAttention', 'Downsample',
+           'Upsample', 'Level', 'UNet', 'attention_blocks', 'count_params', 'build_unet']
 
 # %% ../nbs/02_unet.ipynb #e224e5cc
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -49,9 +49,15 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 # %% ../nbs/02_unet.ipynb #8c9e4bbd
-KVModulation = Callable[['SelfAttention', torch.Tensor, torch.Tensor, tuple], tuple]
+KVModulation = Callable[['KVAttention', torch.Tensor, torch.Tensor, tuple], tuple]
 
-class SelfAttention(nn.Module):
+class KVAttention(nn.Module):
+    "Base of every attention block with SRD's door: `kv_modulation` (None, or a `KVModulation` called on K and V)."
+    def __init__(self):
+        super().__init__()
+        self.kv_modulation: Optional[KVModulation] = None
+
+class SelfAttention(KVAttention):
     "Multi-head self-attention over a feature map, with explicit Q, K, V and a K/V modulation point."
     def __init__(self, channels: int, *, num_heads: int = 4, groups: int = 8):
         super().__init__()
@@ -60,7 +66,6 @@ class SelfAttention(nn.Module):
         self.norm = nn.GroupNorm(groups, channels)
         self.to_qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_init(nn.Linear(channels, channels))
-        self.kv_modulation: Optional[KVModulation] = None
 
     def qkv(self, x: torch.Tensor):
         "Queries, keys, values of shape (B, heads, H*W, head_dim), tokens row-major."
@@ -152,9 +157,9 @@ class UNet(nn.Module):
         return self.head(h)
 
 # %% ../nbs/02_unet.ipynb #8ece7678
-def attention_blocks(model: nn.Module) -> list[SelfAttention]:
-    "Every `SelfAttention` block of `model`, in module order (where SRD's reverse mechanism plugs in)."
-    return [m for m in model.modules() if isinstance(m, SelfAttention)]
+def attention_blocks(model: nn.Module) -> list[KVAttention]:
+    "Every attention block of `model` with the K/V door (`KVAttention`), in module order (where SRD's reverse mechanism plugs in)."
+    return [m for m in model.modules() if isinstance(m, KVAttention)]
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
