@@ -582,15 +582,21 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
         save_summary(summary_path, summary, invocation=invocation, running=running, finished=len(summary['finished']),
                      failed=len(summary['failed']), **({'stopped': stopping['reason']} if stopping else {}))
 
-    # bases first; each run is submitted as soon as its base is done (runs without a base phase at once)
-    waiting = {}
-    for c in ([] if bases_only else todo): waiting.setdefault(base_config_hash(c) if c.srd.base_steps > 0 else None, []).append(c)
+    # bases first; then runs in the order of `configs` (e.g. a protocol's unit order), each once its base is done and a
+    # worker is free: a base that finishes early does not put all its runs ahead of another base's earlier ones
+    waiting, ready = {}, []   # base hash -> indices of its runs; indices (into todo) of runs that can start
+    for k, c in enumerate([] if bases_only else todo):
+        if c.srd.base_steps > 0: waiting.setdefault(base_config_hash(c), []).append(k)
+        else: ready.append(k)
     saved = [time.time()]
     try:
         progress_so_far()
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = {pool.submit(job, 'base', c) for c in bases.values()}
-            pending |= {pool.submit(job, 'run', c) for c in waiting.pop(None, [])}
+            def start_ready():
+                ready.sort()
+                while ready and len(pending) < workers: pending.add(pool.submit(job, 'run', todo[ready.pop(0)]))
+            start_ready()
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=1.0)
                 for f in done:
@@ -598,11 +604,13 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
                     record(status, kind, c, out, err)
                     if kind == 'base':
                         base_dirs[base_config_hash(c)] = out
-                        for r in waiting.pop(base_config_hash(c), []):
+                        for k in waiting.pop(base_config_hash(c), []):
                             if status in ('failed', 'stopped'):
+                                r = todo[k]
                                 summary[status].append({'kind': 'run', 'name': r.name, 'seed': r.seed,
                                                         'error': 'its base run failed' if status == 'failed' else err})
-                            else: pending.add(pool.submit(job, 'run', r))
+                            else: ready.append(k)
+                start_ready()
                 if done or time.time() - saved[0] > 30: progress_so_far(); saved[0] = time.time()   # a SIGKILL leaves a lower bound
     finally:
         if watchdog is not None: watchdog.set()

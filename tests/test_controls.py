@@ -102,3 +102,22 @@ def test_bases_only_grid_trains_the_bases_and_no_run_then_a_longer_base_continue
         done = load_json(base_dir_for(tmp_path, 'x', long) / 'done.json')
         assert done['step'] == 18 and done['extended_from'] == {'base': base_dir_for(tmp_path, 'x', short).name, 'step': 12}
         assert [p['step'] for p in load_json(base_dir_for(tmp_path, 'x', long) / 'curve.json')] == [6, 12, 18]
+
+def test_runs_start_in_config_order_even_when_a_later_base_finishes_first(tmp_path):
+    "The protocol's unit order survives bases that finish out of order (a fake executor: no training)."
+    import threading, time
+    from sdr.experiments import EvalConfig, run_grid
+    started, lock = [], threading.Lock()
+    class Fake:
+        def execute(self, kind, c, out, **kw):
+            if kind == 'base': time.sleep(0.8 if c.seed == 0 else 0.1)
+            else:
+                with lock: started.append((c.seed, c.srd.refine_seed))
+                time.sleep(1.5)
+            return {}
+    base = _cfg(mechanism='none').replace(name='baseline')
+    units = [(0, 0), (1, 0), (0, 1), (1, 1)]   # the protocol's order: base 0 first in every round
+    cfgs = [base.replace(seed=b, srd=base.srd.replace(refine_seed=r)) for b, r in units]
+    run_grid('x', cfgs, root=tmp_path, ev=EvalConfig(metric='none'), workers=2, notebook=False, progress=False, executor=Fake())
+    # base 1 is done first and one of its runs takes the free worker; base 0's runs then go before base 1's second
+    assert started == [(1, 0), (0, 0), (0, 1), (1, 1)], started
