@@ -16,8 +16,8 @@ from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_i
                       derive_seed, load_json, save_json)
 from .data import load_dataset, save_image_grid
 from .stats import change_tests, family_verdicts, noise_floor_sd, t_interval
-from .train import (SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, load_checkpoint, plot_mfam_history,
-                       save_checkpoint)
+from .train import (CorruptCheckpoint, SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, load_checkpoint,
+                       plot_mfam_history, save_checkpoint)
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'VERDICT_COLORS', 'CPU_RERUN', 'EvalConfig', 'same_training_but_length',
@@ -71,21 +71,21 @@ def shorter_bases(cfg: ExperimentConfig, base_dir) -> list[tuple[int, Path]]:
         if d.resolve() == base_dir.resolve() or not (d / 'done.json').exists(): continue
         try: other = ExperimentConfig.from_dict(load_json(d / 'config.json')); check_record(d, 'base')
         except (ValueError, KeyError, TypeError, OSError): continue   # unreadable or stale: never continued
-        ck = d / 'train' / 'checkpoints' / 'last.pt'
-        if other.srd.base_steps < cfg.srd.base_steps and same_training_but_length(other, cfg) and ck.exists() and checkpoint_ok(ck):
+        if (other.srd.base_steps < cfg.srd.base_steps and same_training_but_length(other, cfg)
+                and (d / 'train' / 'checkpoints' / 'last.pt').exists()):
             found.append((other.srd.base_steps, d))
     return sorted(found, key=lambda x: -x[0])
 
 def start_from_shorter_base(cfg: ExperimentConfig, base_dir) -> Path | None:
     """Seed the empty base directory `base_dir` of `cfg` with the checkpoint and curve points of the longest finished
-    shorter base of the same training (`shorter_bases`); returns that base's directory, or None (nothing to continue)."""
+    shorter base of the same training (`shorter_bases`) whose checkpoint is readable; returns that base's directory, or None."""
     base_dir = Path(base_dir); ck = base_dir / 'train' / 'checkpoints' / 'last.pt'
     if ck.exists(): return None
-    hits = shorter_bases(cfg, base_dir)
-    if not hits: return None
-    steps, src = hits[0]
-    sd = load_checkpoint(src / 'train' / 'checkpoints' / 'last.pt')
-    if sd['step'] != steps: return None   # not the finished state
+    for steps, src in shorter_bases(cfg, base_dir):   # the longest whose checkpoint reads and holds its finished state
+        try: sd = load_checkpoint(src / 'train' / 'checkpoints' / 'last.pt')
+        except CorruptCheckpoint: continue
+        if sd['step'] == steps: break
+    else: return None
     save_checkpoint({**sd, 'config_hash': config_hash(base_config(cfg))}, ck)
     if (src / 'curve.json').exists() and not (base_dir / 'curve.json').exists():
         save_json([p for p in load_json(src / 'curve.json') if p['step'] <= steps], base_dir / 'curve.json')
