@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRECISIONS', 'PRESETS', 'GRID_FIELDS',
-           'PRESET_GRIDS', 'BF16_MIN_SPEEDUP', 'patch_torchvision', 'import_torchvision', 'pick_device', 'check_range',
-           'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator', 'seeded_build',
-           'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig', 'SampleConfig',
-           'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig', 'UViTConfig',
-           'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line', 'save_json', 'load_json',
-           'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision',
+__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'CAM_READS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRECISIONS', 'PRESETS',
+           'GRID_FIELDS', 'PRESET_GRIDS', 'BF16_MIN_SPEEDUP', 'patch_torchvision', 'import_torchvision', 'pick_device',
+           'check_range', 'check_int', 'check_choice', 'seed_everything', 'derive_seed', 'make_generator',
+           'seeded_build', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig',
+           'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig',
+           'UViTConfig', 'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line', 'save_json',
+           'load_json', 'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision',
            'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #540dffdb
@@ -271,6 +271,7 @@ class TrainConfig(ConfigBase):
 
 MECHANISMS = ('none', 'forward', 'reverse', 'combined')
 MAP_CONTROLS = ('none', 'uniform', 'centre', 'permuted', 'untrained')   # 'none': the flaw map itself (notebook 05)
+CAM_READS = ('conv', 'activation')   # where Grad-CAM reads the highlighter (notebook 04)
 
 @_register
 @dataclass(frozen=True)
@@ -328,11 +329,15 @@ class SRDConfig(ConfigBase):
     map_control: str = added_field('none', since='0.4')
     sample_modulation: bool = added_field(False, since='0.4')
     refine_seed: int | None = added_field(None, since='0.4')
+    # where Grad-CAM reads the highlighter's last conv block: 'conv' (before its BatchNorm/ReLU: every run up to 0.5)
+    # or 'activation' (its rectified output, Grad-CAM's definition). Only the mFAM changes: not the base, nor the highlighter
+    cam_read: str = added_field('conv', since='0.6')
     def validate(self):
         check_choice('mechanism', self.mechanism, MECHANISMS)
         check_choice('map_control', self.map_control, MAP_CONTROLS)
         check_choice('sample_modulation', self.sample_modulation, (False, True))
         if self.refine_seed is not None: check_int('refine_seed', self.refine_seed, 0, 2**62)
+        check_choice('cam_read', self.cam_read, CAM_READS)
         if self.map_control != 'none' and self.mechanism == 'none':
             raise ValueError(f"map_control={self.map_control!r} replaces the map of an SRD mechanism, but mechanism='none' uses "
                              "no map: choose mechanism in ('forward', 'reverse', 'combined') or map_control='none'")
@@ -529,6 +534,7 @@ def preset(name: str = 'cpu', **overrides) -> ExperimentConfig:
             sample=SampleConfig(steps=25, n_samples=64, batch_size=256),
             srd=SRDConfig(base_steps=6000, cycle=100, mfam_batch=64, mfam_sample_steps=25, n_real=4096, n_generated=4096,
                           highlighter_sample_steps=25,   # the highlighter and the mFAM see samples like the evaluated ones
+                          cam_read='activation',   # before its BatchNorm the last conv's Grad-CAM is negative everywhere: M = 0
                           highlighter=HighlighterConfig(widths=(32, 64), depths=(2, 2), hidden=64, image_size=16)),  # 8x8 FAMs
             precision='fp32')   # pinned: the study spans sessions on different CPUs, where 'auto' resolves differently
     else:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (ConfigBase, HighlighterConfig, _register, check_choice, check_int, check_range, derive_seed,
+from .core import (CAM_READS, ConfigBase, HighlighterConfig, _register, check_choice, check_int, check_range, derive_seed,
                       make_generator, pick_device, save_json, seeded_build)
 
 # %% auto #0
@@ -72,6 +72,16 @@ class FlawHighlighter(nn.Module):
     def cam_layer(self) -> nn.Conv2d:
         "The last conv layer (read before its BatchNorm/ReLU): the official code's VGG16 conv5_3."
         return [m for m in self.features if isinstance(m, nn.Conv2d)][-1]
+
+    @property
+    def cam_activation(self) -> nn.ReLU:
+        "The last conv block's rectified output (after its BatchNorm and ReLU): the feature maps Grad-CAM is defined on."
+        return [m for m in self.features if isinstance(m, nn.ReLU)][-1]
+
+    def cam_module(self, read: str = 'conv') -> nn.Module:
+        "The module Grad-CAM hooks for `SRDConfig.cam_read`: 'conv' -> `cam_layer`, 'activation' -> `cam_activation`."
+        check_choice('read', read, CAM_READS)
+        return self.cam_layer if read == 'conv' else self.cam_activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
+from .core import (CAM_READS, ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
                       grad_scaler, precision_context, resolve_precision,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
@@ -423,12 +423,21 @@ class SRDTrainer(Trainer):
             label = ('mfam', self.step) + (() if s.refine_seed is None else ('refine', s.refine_seed))
             samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, label)
             t1 = time.perf_counter()
-            maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_layer)
+            maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_module(s.cam_read))
+            self.check_map(maps)
             M = control_map(self.reduce_maps(maps).detach(), s.map_control,
                             generator=make_generator(derive_seed(self.cfg.seed, 'map_control', *label)))
             self.mfam, self.mfam_step = M.to(self.device), self.step
             self.srd_seconds['mfam_sampling'] += t1 - t0; self.srd_seconds['gradcam'] += time.perf_counter() - t1
         self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu(), **map_stats(self.mfam)})
+
+    def check_map(self, maps: torch.Tensor):
+        """Stop at the phase boundary if every FAM is exactly 0: Grad-CAM then found no positive evidence anywhere, and SRD
+        (and every control built from M) would be the baseline. Later refreshes that fade to 0 are a result: recorded, not stopped."""
+        if self.mfam is None and not bool(maps.amax() > 0):
+            raise RuntimeError(f'step {self.step}: all {len(maps)} flaw activation maps are exactly 0 at the phase boundary '
+                               f'(cam_read={self.cfg.srd.cam_read!r}), so SRD would equal the baseline; '
+                               f"choose cam_read in {CAM_READS} that reads a rectified layer ('activation')")
 
     def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
         "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."
