@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs
+.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs notebooks
 
 setup: $(VENV)/.installed data
 
@@ -143,4 +143,11 @@ export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export
 
 clean-nbs: $(VENV)/.installed
+	$(VENV)/bin/nbdev_clean
+
+# Re-execute the library notebooks (nbs/*.ipynb) at the smoke scale and save them with their outputs, so that a reader
+# sees the pictures and checks; run it after changing a notebook. `#| slow` cells keep the outputs of their last real
+# run; SLOW=1 reruns them too (minutes each). NBS= names notebooks (default: all). Metadata is stripped afterwards.
+notebooks: setup
+	OMP_NUM_THREADS=$(or $(THREADS),2) $(PY) tools/execute_nbs.py $(if $(SLOW),--slow) $(NBS)
 	$(VENV)/bin/nbdev_clean
