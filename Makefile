@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs notebooks
+.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs notebooks docs
 
 setup: $(VENV)/.installed data
 
@@ -151,3 +151,7 @@ clean-nbs: $(VENV)/.installed
 notebooks: setup
 	OMP_NUM_THREADS=$(or $(THREADS),2) $(PY) tools/execute_nbs.py $(if $(SLOW),--slow) $(NBS)
 	$(VENV)/bin/nbdev_clean
+
+# The offline docs site: the committed notebooks (with their outputs) as HTML in _docs/ and an index (nothing runs).
+docs: setup
+	$(PY) tools/build_docs.py --out _docs
