@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .core import (CAM_READS, ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
+from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
                       grad_scaler, precision_context, resolve_precision,
                       save_json, load_json, seed_everything)
 from .data import DataOrder, load_dataset, to_model_range
@@ -437,7 +437,7 @@ class SRDTrainer(Trainer):
         if self.mfam is None and not bool(maps.amax() > 0):
             raise RuntimeError(f'step {self.step}: all {len(maps)} flaw activation maps are exactly 0 at the phase boundary '
                                f'(cam_read={self.cfg.srd.cam_read!r}), so SRD would equal the baseline; '
-                               f"choose cam_read in {CAM_READS} that reads a rectified layer ('activation')")
+                               "cam_read='activation' reads the highlighter's rectified output")
 
     def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
         "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."

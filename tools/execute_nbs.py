@@ -5,25 +5,24 @@ Each notebook runs top to bottom in its own directory, as `nbdev_test` runs it: 
 replaced. Progress bars are off (`TQDM_DISABLE=1`), so that the saved outputs hold only what the cells print and
 draw. A notebook that raises is left unchanged on disk and the command exits 1. `nbdev_clean` then strips metadata.
 """
-import argparse, os, re, sys, time
+import argparse, os, sys, time
 from pathlib import Path
 
 os.environ['TQDM_DISABLE'] = '1'
 os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
 from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
-
-SLOW = re.compile(r'^\s*#\|\s*slow\b', re.M | re.I)
-NO_EVAL = re.compile(r'^\s*#\|\s*eval:\s*false\b', re.M | re.I)
+from fastcore.xtras import working_directory
+from nbdev.process import extract_directives
 
 # a warning shows as `UserWarning: message`, not with the file path of this checkout and a line number
 WARNINGS_WITHOUT_PATHS = "import warnings; warnings.formatwarning = lambda m, c, *a, **k: f'{c.__name__}: {m}\\n'"
 
 def not_run(cell, slow: bool = False) -> bool:
     "True for the cells left as they are: markdown, `nbdev_export()` calls, `#| eval: false` and (unless `slow`) `#| slow` cells."
-    if cell.cell_type != 'code': return True
-    if 'nbdev_export' + '(' in cell.source or NO_EVAL.search(cell.source): return True
-    if SLOW.search(cell.source) and not slow: return True
+    if cell.cell_type != 'code' or 'nbdev_export' + '(' in cell.source: return True
+    directives = extract_directives(cell, remove=False)   # as nbdev_test reads them
+    if directives.get('eval:', [''])[0].lower() == 'false' or ('slow' in directives and not slow): return True
     cell.outputs, cell.execution_count = [], None   # outputs of the last run go; a silent cell then shows none
     return False
 
@@ -32,14 +31,12 @@ def execute(path: Path, slow: bool = False) -> float:
     t0 = time.perf_counter()
     nb = read_nb(path)
     shell = CaptureShell(path)
-    cwd = Path.cwd()
     try:
-        os.chdir(path.parent)
-        shell.run(WARNINGS_WITHOUT_PATHS)
-        shell.run_all(nb, exc_stop=True, preproc=lambda c: not_run(c, slow))
+        with working_directory(path.parent):
+            shell.run(WARNINGS_WITHOUT_PATHS)
+            shell.run_all(nb, exc_stop=True, preproc=lambda c: not_run(c, slow))
     except Exception:
         sys.stderr.write(shell.prettytb(fname=path) + '\n'); raise
-    finally: os.chdir(cwd)
     write_nb(nb, path)
     return time.perf_counter() - t0
 
