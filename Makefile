@@ -40,7 +40,7 @@ data: $(VENV)/.installed
 # The main job: the SRD ablation (e01), 4 variants x 3 seeds at the cpu preset (goal: <= 60 min on 2 cores; measured
 # 2026-12-01 on a fresh clone with RUNS and SDR_CACHE empty, 2 idle cores: 42 min (2505 s) including set-up, see
 # reports/reruns/e01_fresh_clone_2026-12-01/)
-# (the scaling is stated in the report). Each preset carries its own grid settings (sdr.core.PRESET_GRIDS: seeds, workers,
+# (the scaling is stated in the report). Each preset carries its own grid settings (sdr.config.PRESET_GRIDS: seeds, workers,
 # schedule, scoring): PRESET=paper trains the paper's schedule (500k steps, 250k base, 30k DDPM-1000 samples; GPU and a
 # local dataset folder), PRESET=smoke finishes in minutes. ARGS adds explicit overrides (e.g. ARGS='-p steps 2000');
 # GRID_ARGS=... replaces the preset's settings altogether.

@@ -11,10 +11,12 @@ for the first seed. The bf16 run's gap to the fp32 run of its seed is set agains
 """
 import argparse, json, os, statistics, tempfile, time, warnings
 
-import sdr.core  # noqa: F401
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 
-from sdr.core import DataConfig, cpu_flags, preset
+from sdr.core import cpu_flags
+from sdr.config import DataConfig, preset
 from sdr.data import load_dataset
 from sdr.train import Trainer
 

@@ -11,7 +11,8 @@ its held-out accuracy (overall and by noise level), then FD-domain against the v
 import argparse, json, time, warnings
 from pathlib import Path
 import torch
-from sdr.core import ExperimentConfig, load_json, make_generator
+from sdr.core import load_json, make_generator
+from sdr.config import ExperimentConfig
 from sdr.data import to_model_range
 from sdr.experiments import make_trainer
 from sdr.guidance import DiscriminatorConfig, DiscriminatorGuidance, train_discriminator, tune_weight, validation_split

@@ -13,11 +13,12 @@ This machine is shared: the load average is printed; compare rows of the same ru
 """
 import argparse, os, tempfile, time, warnings
 
-import sdr.core  # noqa: F401  (first: makes torchvision, which torch-fidelity imports, load beside the CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 
 import sdr.metrics as M
-from sdr.core import DataConfig
+from sdr.config import DataConfig
 from sdr.data import load_dataset, to_model_range
 
 

@@ -13,14 +13,16 @@ diffusers is a bench-only dependency (`make bench` installs it).
 """
 import argparse, copy, os, sys, time, warnings
 
-import sdr.core  # noqa: F401  (first: makes torchvision, which diffusers imports, importable beside CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_step import DiffusersEps   # noqa: E402  (the equal-size diffusers model of bench/train_step.py)
 
-from sdr.core import cpu_flags, cpu_model, derive_seed, make_generator, preset
+from sdr.core import cpu_flags, cpu_model, derive_seed, make_generator
+from sdr.config import preset
 from sdr.data import DataOrder, load_dataset, to_model_range
 from sdr.diffusion import EMA, GaussianDiffusion
 from sdr.unet import build_unet, count_params

@@ -51,7 +51,8 @@ def main():
         print('gpu_check: no CUDA device here (torch.cuda.is_available() is False), so there is nothing to measure; '
               'run it on a machine with a GPU (or pass --device cpu to exercise the script). Exiting.')
         return 0
-    from sdr.core import preset, resolve_precision
+    from sdr.core import resolve_precision
+    from sdr.config import preset
     from sdr.train import SRDTrainer
     from sdr.unet import count_params
     device = torch.device(a.device or 'cuda')

@@ -10,7 +10,8 @@ are checked to agree before timing. The weights are random: the cost does not de
 """
 import argparse, statistics, time
 
-import sdr.core  # noqa: F401  (first: makes torchvision, which the package imports, load beside the CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 import torch.nn as nn
 

@@ -16,7 +16,8 @@ checkpoint). Prints tables, asserts nothing.
 import argparse, statistics, subprocess, time, types
 from pathlib import Path
 import torch
-from sdr.core import make_generator, preset
+from sdr.core import make_generator
+from sdr.config import preset
 from sdr.diffusion import GaussianDiffusion
 from sdr.guidance import Autoguidance, DiscriminatorConfig, DiscriminatorGuidance, train_discriminator
 from sdr.unet import build_unet

@@ -11,11 +11,13 @@ Self CPU times are summed per op class; "unattributed" is wall time minus the su
 """
 import argparse, os, platform, re, statistics, tempfile, time
 
-import sdr.core  # noqa: F401  (first: makes torchvision, which torch-fidelity imports, importable beside CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 from torch.profiler import profile, ProfilerActivity
 
-from sdr.core import preset, DataConfig, precision_context
+from sdr.core import precision_context
+from sdr.config import preset, DataConfig
 from sdr.train import Trainer
 from sdr.data import load_dataset
 

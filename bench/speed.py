@@ -12,10 +12,12 @@ training row covers both. bf16 here is `sdr.core.precision_context('bf16')`, wha
 """
 import argparse, copy, os, platform, statistics, tempfile, time, warnings
 
-import sdr.core  # noqa: F401  (first: makes torchvision, which torch-fidelity imports, importable beside CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 
-from sdr.core import DataConfig, cpu_flags, precision_context, preset, resolve_precision
+from sdr.core import cpu_flags, precision_context, resolve_precision
+from sdr.config import DataConfig, preset
 from sdr.data import load_dataset, to_model_range
 from sdr.train import Trainer
 import sdr.metrics as M

@@ -12,7 +12,7 @@ variants of one base (the grid fits it once per base and seed: e01 has 3 SRD var
 """
 import argparse, statistics, tempfile, time
 import torch
-from sdr.core import preset
+from sdr.config import preset
 from sdr.train import SRDTrainer, Trainer
 
 

@@ -9,12 +9,13 @@ comparison is of the networks, not of the loops. diffusers and timm are bench-on
 them); a reference that is not installed is left out of the table and said so.
 """
 import argparse, statistics, time
-import sdr.core  # noqa: F401  (first: makes torchvision, which diffusers imports, importable beside CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdr.core import preset, UNetConfig, DataConfig
+from sdr.config import preset, UNetConfig, DataConfig
 from sdr.unet import build_unet, count_params, timestep_embedding
 from sdr.uvit import build_uvit, uvit_preset, unpatchify
 from sdr.diffusion import GaussianDiffusion, EMA, linear_betas

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import (MFAM_MODES, ConditionalConfig, ExperimentConfig, check_choice, check_int, check_range, derive_seed,
-                   make_generator)
+from .core import check_choice, check_int, check_range, derive_seed, make_generator
+from .config import MFAM_MODES, ConditionalConfig, ExperimentConfig
 from .data import load_dataset, to_model_range
 from .unet import UNet, build_unet
 from .uvit import UViT, build_backbone
@@ -22,7 +22,7 @@ __all__ = ['ConditionalConfig', 'ConditionalUNet', 'build_conditional_unet', 'gu
            'class_balanced_labels', 'ConditionalTrainer', 'predict_classes', 'class_classifier', 'conditional_metrics']
 
 # %% ../nbs/08a_conditional.ipynb #1c3c5512
-ConditionalConfig = ConditionalConfig   # defined in sdr.core; re-exported here
+ConditionalConfig = ConditionalConfig   # defined in sdr.config; re-exported here
 
 # %% ../nbs/08a_conditional.ipynb #93c68da1
 class ConditionalUNet(nn.Module):

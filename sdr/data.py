@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
-from .core import DataConfig, check_choice, check_int, derive_seed, make_generator
+from .core import check_choice, check_int, derive_seed, make_generator
+from .config import DataConfig
 
 # %% auto #0
 __all__ = ['FASHION_MNIST_DIR', 'FASHION_MNIST_PACKAGE', 'FASHION_MNIST_FILES', 'FASHION_MNIST_CLASSES', 'IDX_UBYTE',

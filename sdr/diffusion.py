@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .core import DiffusionConfig, check_choice, check_int, check_range
+from .core import check_choice, check_int, check_range
+from .config import DiffusionConfig
 
 # %% auto #0
 __all__ = ['linear_betas', 'cosine_betas', 'make_betas', 'normal_kl', 'discretized_gaussian_log_likelihood', 'mean_flat',

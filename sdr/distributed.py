@@ -11,7 +11,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .core import ExperimentConfig, check_choice, derive_seed
+from .core import check_choice, derive_seed
+from .config import ExperimentConfig
 from .gradcam import build_flaw_highlighter
 from .train import SRDTrainer, TrainingInterrupted, checkpoint_ok, save_checkpoint, set_aside
 
@@ -149,7 +150,7 @@ class DistributedSRDTrainer(SRDTrainer):
 # %% ../nbs/06b_distributed.ipynb #9b375ede
 def main(argv=None):
     "CLI (under torchrun, or alone): train a preset or a JSON config on every process of the group into --out, resuming."
-    from sdr.core import preset as make_preset, PRESETS
+    from sdr.config import preset as make_preset, PRESETS
     ap = argparse.ArgumentParser(prog='torchrun --nproc_per_node N -m sdr.distributed', description=main.__doc__)
     ap.add_argument('--preset', default='smoke', choices=PRESETS)
     ap.add_argument('--config', help='an ExperimentConfig as JSON: a file path, or the JSON text itself')

@@ -8,7 +8,8 @@ import json, os, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import ConfigBase, ExperimentConfig, check_choice, check_int, load_json
+from .core import check_choice, check_int, load_json
+from .config import ConfigBase, ExperimentConfig
 from .experiments import GRACE_SECONDS, EvalConfig, _execute
 
 # %% auto #0

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import (ConfigBase, ExperimentConfig, _register, added_field, check_int, check_choice, check_range, config_hash, cpu_flags,
-                      derive_seed, load_json, save_json)
+from .core import check_int, check_choice, check_range, cpu_flags, derive_seed, load_json, save_json
+from .config import ConfigBase, ExperimentConfig, _register, added_field, config_hash
 from .data import load_dataset, save_image_grid
 from .stats import change_tests, family_verdicts, noise_floor_sd, t_interval
 from .train import (CorruptCheckpoint, SRDTrainer, base_config, base_config_hash, checkpoint_ok, file_lock, load_checkpoint,
@@ -883,7 +883,7 @@ def with_overrides(cfg: ConfigBase, overrides: dict) -> ConfigBase:
 def scaled_preset(name: str, *, steps: int | None = None, base_steps: int | None = None, cycle: int | None = None,
                   seed: int = 0) -> ExperimentConfig:
     "A preset with its schedule shortened or lengthened (None keeps the preset's value; 0 or less is refused, never read as 'the preset's')."
-    from sdr.core import preset
+    from sdr.config import preset
     if steps is not None: check_int('steps', steps, 1)
     if base_steps is not None: check_int('base_steps', base_steps, 0)
     if cycle is not None: check_int('cycle', cycle, 1)

@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (CAM_READS, ConfigBase, HighlighterConfig, _register, check_choice, check_int, check_range, derive_seed,
-                      make_generator, pick_device, save_json, seeded_build)
+from .core import (check_choice, check_int, check_range, derive_seed, make_generator, pick_device, save_json,
+                      seeded_build)
+from .config import CAM_READS, ConfigBase, HighlighterConfig, _register
 
 # %% auto #0
 __all__ = ['HIGHLIGHTER_PRESETS', 'SCORES', 'PAPER_FAM_MATCH', 'ARTIFACT_KINDS', 'OBJECT_LEVEL', 'BASELINES',

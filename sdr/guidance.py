@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (ConfigBase, _register, check_choice, check_int, check_range, config_hash, derive_seed, load_json,
-                      make_generator, save_json, seeded_build)
+from .core import (check_choice, check_int, check_range, derive_seed, load_json, make_generator, save_json,
+                      seeded_build)
+from .config import ConfigBase, _register, config_hash
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion
 from .gradcam import _auroc, _check_images, _split

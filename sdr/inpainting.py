@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import ConfigBase, _register, check_choice, check_int, check_range, derive_seed, make_generator
+from .core import check_choice, check_int, check_range, derive_seed, make_generator
+from .config import ConfigBase, _register
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion, ddim_timesteps
 

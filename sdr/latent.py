@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (AutoencoderConfig, ConfigBase, ExperimentConfig, _register, check_choice, check_int, check_range, derive_seed,
-                      make_generator, pick_device, seeded_build)
+from .core import check_choice, check_int, check_range, derive_seed, make_generator, pick_device, seeded_build
+from .config import AutoencoderConfig, ConfigBase, ExperimentConfig, _register
 from .data import show_images, to_model_range
 from .unet import UNet
 from .srd import check_map, modulate_attention

@@ -14,8 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .core import (DataConfig, check_choice, check_int, check_range, derive_seed, make_generator, pick_device,
-                      save_json)
+from .core import check_choice, check_int, check_range, derive_seed, make_generator, pick_device, save_json
+from .config import DataConfig
+from .torchvision_shim import patch_torchvision
 from .data import load_dataset
 
 # %% auto #0
@@ -300,7 +301,8 @@ def load_fid_inception(device=None, *, cache_dir=None, source=None, fast: bool =
     `fast` (default): batch norm folded into the convolutions and channels-last memory, the same network in exact
     arithmetic (features agree to float rounding; bench/speed.py measures the speed-up and the FID change on the same
     images, goal < 0.1 %); `fast=False`: torch-fidelity's module as it is."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # imports torchvision: after sdr.core
+    patch_torchvision()   # torch-fidelity imports torchvision: make it importable beside the CPU torch first
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     path = fid_inception_weights(cache_dir=cache_dir, source=source)
     net = FeatureExtractorInceptionV3(INCEPTION_NAME, ['2048'], feature_extractor_weights_path=str(path))  # strict load
     net.requires_grad_(False).eval()

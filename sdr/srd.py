@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import MAP_CONTROLS, check_choice, check_range
+from .core import check_choice, check_range
+from .config import MAP_CONTROLS
 from .unet import SelfAttention, attention_blocks
 
 # %% auto #0

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .core import (ConditionalConfig, ExperimentConfig, SRDConfig, check_int, config_hash, derive_seed, make_generator, pick_device,
-                      grad_scaler, precision_context, resolve_precision,
-                      save_json, load_json, seed_everything)
+from .core import (check_int, derive_seed, make_generator, pick_device, grad_scaler, precision_context,
+                      resolve_precision, save_json, load_json, seed_everything)
+from .config import ConditionalConfig, ExperimentConfig, SRDConfig, config_hash
 from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, count_params
 from .uvit import build_backbone
@@ -536,7 +536,7 @@ def plot_mfam_history(history: list[dict], *, ncols: int = 8, title: str | None 
 def main(argv=None):
     "CLI: train a preset into --out, resuming from its checkpoint."
     import argparse
-    from sdr.core import preset as make_preset, PRESETS
+    from sdr.config import preset as make_preset, PRESETS
     ap = argparse.ArgumentParser(prog='python -m sdr.train', description=main.__doc__)
     ap.add_argument('--preset', default='smoke', choices=PRESETS)
     ap.add_argument('--out', required=True)

@@ -12,7 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .core import UNetConfig, check_int, check_range
+from .core import check_int, check_range
+from .config import UNetConfig
 
 # %% auto #0
 __all__ = ['KVModulation', 'timestep_embedding', 'zero_init', 'ResBlock', 'KVAttention', 'SelfAttention', 'Downsample',

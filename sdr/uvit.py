@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .core import PRESETS, UViTConfig, check_choice, check_int
+from .core import check_choice, check_int
+from .config import PRESETS, UViTConfig
 from .unet import KVAttention, UNet, build_unet, count_params, timestep_embedding
 
 # %% auto #0

@@ -1,6 +1,7 @@
 "Shared pytest setup."
 import os
-import sdr.core  # noqa: F401  (first: makes torchvision importable beside the CPU torch; see sdr.core.patch_torchvision)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import pytest
 
 def pytest_configure(config):

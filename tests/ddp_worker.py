@@ -3,7 +3,8 @@ import sys
 
 import torch
 
-import sdr.core  # noqa: F401  (first: torchvision beside the CPU torch)
+from sdr.torchvision_shim import patch_torchvision
+patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import os
 from torch.nn.parallel import DistributedDataParallel
 from sdr.distributed import DistributedSRDTrainer, main

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-import sdr.core  # noqa: F401  (first: makes torchvision importable beside the CPU torch)
-from sdr.core import ConditionalConfig, make_generator, preset
+from sdr.core import make_generator
+from sdr.config import ConditionalConfig, preset
 from sdr.data import load_dataset, to_model_range
 from sdr.train import SRDTrainer
 from sdr.experiments import EvalConfig, run_experiment

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sdr.core import preset
-from sdr.core import ExperimentConfig, config_hash, load_json, save_json
+from sdr.config import preset
+from sdr.core import load_json, save_json
+from sdr.config import ExperimentConfig, config_hash
 from sdr.experiments import (EvalConfig, StaleRecord, base_dir_for, find_finished_elsewhere, is_finished, report_experiment,
                              run_dir_for, run_grid, run_job, save_summary, scaled_preset, variant_configs, with_data_dir,
                              with_overrides)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdr.core import ConditionalConfig, ExperimentConfig, config_hash, make_generator, preset, seeded_build
+from sdr.core import make_generator, seeded_build
+from sdr.config import ConditionalConfig, ExperimentConfig, config_hash, preset
 from sdr.unet import build_unet
 from sdr.conditional import (ConditionalTrainer, ConditionalUNet, GuidedDenoiser, build_conditional_unet,
                              class_balanced_labels, guided_output)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sdr.core import preset
+from sdr.config import preset
 from sdr.train import SRDTrainer
 
 def _cfg(**srd):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import sdr.data as data
-from sdr.core import DataConfig
+from sdr.config import DataConfig
 from sdr.data import (DataOrder, ensure_fashion_mnist, image_grid, load_dataset, load_fashion_mnist, load_image_folder,
                       list_images, read_idx, resize_images, save_image_grid, to_model_range, to_unit_range)
 

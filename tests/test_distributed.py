@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdr.core import preset
+from sdr.config import preset
 from sdr.train import SRDTrainer
 
 ROOT = Path(__file__).resolve().parent.parent

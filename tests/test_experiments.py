@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from sdr.core import preset
+from sdr.config import preset
 from sdr.experiments import EvalConfig, collect, run_grid, summarize
 
 SCRIPT = """
 import sys
-from sdr.core import preset
+from sdr.config import preset
 from sdr.experiments import EvalConfig, run_grid
 c = preset('smoke')
 c = c.replace(train=c.train.replace(steps=40, checkpoint_every=5))

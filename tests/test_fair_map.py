@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdr.core import ExperimentConfig, config_hash, preset
+from sdr.config import ExperimentConfig, config_hash, preset
 from sdr.train import SRDTrainer
 
 RUNS = Path(__file__).resolve().parent.parent / 'reports' / 'runs' / 'e11_controls'

@@ -2,7 +2,8 @@
 import hashlib, math
 import pytest
 import torch
-from sdr.core import make_generator, preset
+from sdr.core import make_generator
+from sdr.config import preset
 from sdr.data import load_dataset, to_model_range
 from sdr.diffusion import GaussianDiffusion, cosine_betas, linear_betas
 from sdr.experiments import train_base

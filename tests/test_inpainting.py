@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from sdr.core import make_generator, preset
+from sdr.core import make_generator
+from sdr.config import preset
 from sdr.diffusion import GaussianDiffusion
 from sdr.unet import build_unet
 from sdr.inpainting import (InpaintConfig, box_masks, check_mask, free_form_masks, inpaint_eval, inpainting_originals,

@@ -3,7 +3,8 @@ own autoencoder and resumes from it, the learned map projection (proj='conv'), I
 import torch
 import pytest
 
-from sdr.core import make_generator, preset
+from sdr.core import make_generator
+from sdr.config import preset
 from sdr.data import load_dataset
 from sdr.latent import (LatentSRDTrainer, autoencoder_hash, autoencoder_preset, load_autoencoder, train_autoencoder,
                         encode_images, decode_latents)

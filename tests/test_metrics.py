@@ -10,7 +10,8 @@ import scipy.linalg  # the sqrtm oracle (dev_requirements); no skip: the oracle 
 import torch
 
 import sdr.metrics as M
-from sdr.core import DataConfig, make_generator
+from sdr.core import make_generator
+from sdr.config import DataConfig
 from sdr.data import load_dataset, to_model_range
 
 torch.set_num_threads(1)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import sdr.core as core
-from sdr.core import preset, resolve_precision, config_hash
+from sdr.core import resolve_precision
+from sdr.config import preset, config_hash
 from sdr.train import Trainer
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from papermill.cli import _resolve_type
 
-from sdr.core import PRESET_GRIDS, grid_args, grid_settings, preset
+from sdr.config import PRESET_GRIDS, grid_args, grid_settings, preset
 from sdr.experiments import EvalConfig, scaled_preset
 
 ROOT = Path(__file__).resolve().parent.parent

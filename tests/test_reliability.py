@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from sdr.core import preset
+from sdr.config import preset
 from sdr.experiments import EvalConfig, collect, run_grid
 
 GRID = """
 import json, sys
-from sdr.core import preset
+from sdr.config import preset
 from sdr.experiments import EvalConfig, collect, run_grid
 c = preset('smoke')
 n = int(sys.argv[3])

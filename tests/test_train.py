@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import pytest
 
-from sdr.core import preset
+from sdr.config import preset
 from sdr.data import load_dataset
 from sdr.train import Trainer, load_checkpoint
 

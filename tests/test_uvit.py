@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdr.core import ConditionalConfig, UViTConfig, preset
+from sdr.config import ConditionalConfig, UViTConfig, preset
 from sdr.srd import add_map_projections, modulate_attention
 from sdr.train import SRDTrainer, load_checkpoint
 from sdr.unet import attention_blocks
