@@ -44,7 +44,7 @@ data: $(VENV)/.installed
 # schedule, scoring): PRESET=paper trains the paper's schedule (500k steps, 250k base, 30k DDPM-1000 samples; GPU and a
 # local dataset folder), PRESET=smoke finishes in minutes. ARGS adds explicit overrides (e.g. ARGS='-p steps 2000');
 # GRID_ARGS=... replaces the preset's settings altogether.
-GRID_ARGS ?= $(shell $(PY) -c "import sys; from sdr.core import grid_args; print(grid_args(sys.argv[1]))" $(PRESET)) $(ARGS)
+GRID_ARGS ?= $(shell $(PY) -c "import sys; from sdr.config import grid_args; print(grid_args(sys.argv[1]))" $(PRESET)) $(ARGS)
 EXPERIMENTS := e01_ablation e02_lambda_forward e03_lambda_reverse e04_cycle e05_ratio e06_models e07_fam_localization \
 	e08_forward_variants e09_conditional e10_inpainting
 PAPERMILL = $(VENV)/bin/papermill --cwd . --log-output --no-progress-bar

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from sdr.core import make_generator
-from sdr.gradcam import build_flaw_highlighter, flaw_activation_map, highlighter_preset
+from sdr.highlighter import build_flaw_highlighter, highlighter_preset
+from sdr.fam import flaw_activation_map
 
 
 def main():

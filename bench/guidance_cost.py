@@ -13,9 +13,10 @@ Training: seconds to fit DG's discriminator per epoch of 1024 + 1024 images (the
 `n_generated` images of plain sampling on top; AG's guide costs `guide_step` base steps unless a base kept its
 checkpoint). Prints tables, asserts nothing.
 """
-import argparse, statistics, subprocess, time, types
+import argparse, re, statistics, subprocess, time, types
 from pathlib import Path
 import torch
+import sdr.core
 from sdr.core import make_generator
 from sdr.config import preset
 from sdr.diffusion import GaussianDiffusion
@@ -30,7 +31,10 @@ def old_diffusion_module():
     root = Path(__file__).resolve().parent.parent
     r = subprocess.run(['git', '-C', str(root), 'show', f'{OLD}:sdr/diffusion.py'], capture_output=True, text=True)
     if r.returncode != 0: return None
-    src = r.stdout.replace('from .core import', 'from sdr.core import')   # the package-relative import, made absolute
+    # the package-relative import, made absolute; its names have since moved between sdr.core and sdr.config
+    src = re.sub(r'^from \.core import (.+)$', lambda m: '\n'.join(
+        f"from sdr.{'core' if hasattr(sdr.core, n.strip()) else 'config'} import {n.strip()}" for n in m.group(1).split(',')),
+        r.stdout, flags=re.M)
     mod = types.ModuleType('old_diffusion'); exec(compile(src, 'old_diffusion.py', 'exec'), mod.__dict__)
     return mod
 

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .core import check_choice, derive_seed
 from .config import ExperimentConfig
-from .gradcam import build_flaw_highlighter
+from .highlighter import build_flaw_highlighter
 from .train import SRDTrainer, TrainingInterrupted, checkpoint_ok, save_checkpoint, set_aside
 
 # %% auto #0

@@ -18,7 +18,7 @@ from .core import (check_choice, check_int, check_range, derive_seed, load_json,
 from .config import ConfigBase, _register, config_hash
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion
-from .gradcam import _auroc, _check_images, _split
+from .highlighter import _auroc, _check_images, _split
 from .unet import UNet, timestep_embedding
 
 # %% auto #0

@@ -19,7 +19,8 @@ from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, count_params
 from .uvit import build_backbone
 from .diffusion import EMA, GaussianDiffusion
-from .gradcam import build_flaw_highlighter, flaw_activation_map, mean_fam, train_flaw_highlighter
+from .highlighter import build_flaw_highlighter, train_flaw_highlighter
+from .fam import flaw_activation_map, mean_fam
 from .srd import add_map_projections, control_map, modulate_attention, noise_amplify
 
 # %% auto #0

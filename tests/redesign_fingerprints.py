@@ -21,7 +21,7 @@ from sdr.experiments import EvalConfig, run_experiment
 from sdr.conditional import ConditionalTrainer
 from sdr.latent import LatentSRDTrainer, autoencoder_preset
 from sdr.inpainting import InpaintConfig, inpaint_eval
-from sdr.gradcam import flaw_activation_map, mean_fam
+from sdr.fam import flaw_activation_map, mean_fam
 
 GOLDEN = Path(__file__).resolve().parent / 'golden' / 'redesign.json'
 METRIC_KEYS = ('heldout_loss', 'fd_domain', 'fd_domain_ci', 'kd_domain', 'kd_domain_std', 'fid', 'fid_ci', 'kid', 'kid_std',

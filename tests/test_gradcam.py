@@ -9,10 +9,12 @@ import torch.nn as nn
 
 from sdr.core import make_generator
 from sdr.data import load_fashion_mnist, to_model_range, resize_images
-from sdr.gradcam import (ARTIFACT_KINDS, OBJECT_LEVEL, FlawHighlighter, LocalizationConfig, HighlighterConfig,
-                         build_flaw_highlighter, fam_localization_benchmark, flaw_activation_map, highlighter_preset,
-                         inject_artifacts, localization_preset, localization_scores, mean_fam, train_flaw_highlighter,
-                         write_fam_localization_report)
+from sdr.highlighter import FlawHighlighter, build_flaw_highlighter, highlighter_preset, train_flaw_highlighter
+from sdr.fam import flaw_activation_map, mean_fam
+from sdr.fam_benchmark import (ARTIFACT_KINDS, OBJECT_LEVEL, LocalizationConfig, fam_localization_benchmark,
+                               inject_artifacts, localization_preset, localization_scores,
+                               write_fam_localization_report)
+from sdr.config import HighlighterConfig
 
 from pytorch_grad_cam import GradCAM  # the test-only dependency `grad-cam` (dev_requirements); no skip: the oracle must run
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
