@@ -8,12 +8,11 @@ object: a SHA-256 (first 16 hex digits) of every tensor result, and the metric v
 `python tests/redesign_fingerprints.py --write`); `tests/test_redesign_identity.py` recomputes it on the current code
 and asks for equality, key by key. Only the import lines of this file may change with the redesign.
 """
-import argparse, hashlib, json, os, subprocess, sys, tempfile
+import argparse, hashlib, json, subprocess, tempfile
 from pathlib import Path
 
 import torch
 
-from sdr.core import make_generator
 from sdr.config import ConditionalConfig, preset
 from sdr.data import load_dataset, to_model_range
 from sdr.train import SRDTrainer
@@ -23,7 +22,8 @@ from sdr.latent import LatentSRDTrainer, autoencoder_preset
 from sdr.inpainting import InpaintConfig, inpaint_eval
 from sdr.fam import flaw_activation_map, mean_fam
 
-GOLDEN = Path(__file__).resolve().parent / 'golden' / 'redesign.json'
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / 'tests' / 'golden' / 'redesign.json'
 METRIC_KEYS = ('heldout_loss', 'fd_domain', 'fd_domain_ci', 'kd_domain', 'kd_domain_std', 'fid', 'fid_ci', 'kid', 'kid_std',
                'highlighter_accuracy', 'mfam_stats', 'n_gen', 'n_real', 'fid_n_gen', 'fid_n_real', 'extractor', 'steps')
 
@@ -33,7 +33,7 @@ def tensor_hash(*tensors) -> str:
     h = hashlib.sha256()
     for t in tensors:
         t = t.detach().cpu().contiguous()
-        h.update(f'{t.dtype}{tuple(t.shape)}'.encode()); h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+        h.update(f'{t.dtype}{tuple(t.shape)}'.encode()); h.update(t.numpy().tobytes())   # fp32/int tensors only
     return h.hexdigest()[:16]
 
 
@@ -71,7 +71,7 @@ def fingerprints(work: Path) -> dict:
     ck = torch.load(work / 'run' / 'train' / 'checkpoints' / 'last.pt', map_location='cpu', weights_only=False)
     out['run.checkpoint.model'] = state_hash(ck['model']); out['run.checkpoint.ema'] = state_hash(ck['ema']['model'])
     out['run.mfam_history'] = tensor_hash(torch.load(work / 'run' / 'mfam_history.pt', map_location='cpu'))
-    # 2. The SRD trainer directly, every forward variant's code path (paper) with the learned projection, then resumed.
+    # 2. The SRD trainer directly (combined, the paper's forward variant) with the learned projection, killed and resumed.
     tr = SRDTrainer(small(proj='conv'), work / 'srd', device='cpu', progress=False).fit(until=9)
     tr = SRDTrainer(small(proj='conv'), work / 'srd', device='cpu', progress=False).fit()   # resumes from step 9
     out.update(trainer_prints(tr, 'srd_conv'))
@@ -107,8 +107,9 @@ def main(argv=None):
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=GOLDEN.parent).stdout.strip()
         dirty = bool(subprocess.run(['git', 'status', '--porcelain', '--', 'sdr', 'nbs'], capture_output=True, text=True,
                                     cwd=GOLDEN.parent).stdout.strip())
-        GOLDEN.write_text(json.dumps({'commit': commit, 'sdr_dirty': dirty, 'torch': torch.__version__, 'fingerprints': fp},
-                                     indent=1) + '\n')
+        from sdr.experiments import cpu_facts   # bits are equal only on CPUs with the same vector units
+        GOLDEN.write_text(json.dumps({'commit': commit, 'sdr_dirty': dirty, 'torch': torch.__version__,
+                                      'cpu_flags': cpu_facts()['cpu_flags'], 'fingerprints': fp}, indent=1) + '\n')
     print(json.dumps(fp, indent=1))
 
 
