@@ -59,16 +59,18 @@ def main():
             vals = [c[i][1] for c in fp]
             print(f'| {s} | {b[i][1] - l:+.5f} | {max(vals) - min(vals):.5f} |')
         # samples of one final model drawn in fp32 and in bf16, scored by FD-domain against the test set
-        from sdr import metrics as M
-        warnings.simplefilter('ignore', M.RankDeficientWarning)
-        dom = M.load_domain_extractor(base.data)
-        real = M.extract_features(load_dataset(base.data, 'test')[0][:2000], dom, batch_size=1000)
+        from sdr.fid import RankDeficientWarning, fid_from_features
+        from sdr.inception import extract_features
+        from sdr.fd_domain import load_domain_extractor
+        warnings.simplefilter('ignore', RankDeficientWarning)
+        dom = load_domain_extractor(base.data)
+        real = extract_features(load_dataset(base.data, 'test')[0][:2000], dom, batch_size=1000)
         tr = trainers[f'fp32 seed {a.seeds[0]}']
         fd = {}
         for prec in ('fp32', 'bf16'):
             tr.precision = prec
             t0 = time.perf_counter(); x = tr.sample(a.samples, steps=25, batch_size=256); dt = time.perf_counter() - t0
-            fd[prec] = (M.fid_from_features(real, M.extract_features(x, dom, batch_size=1000)), dt)
+            fd[prec] = (fid_from_features(real, extract_features(x, dom, batch_size=1000)), dt)
         print(f"\nFD-domain of {a.samples} DDIM-25 samples of the fp32 seed-{a.seeds[0]} model vs 2000 test images: "
               f"fp32 sampling {fd['fp32'][0]:.4f} ({fd['fp32'][1]:.1f} s), bf16 sampling {fd['bf16'][0]:.4f} ({fd['bf16'][1]:.1f} s)")
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt

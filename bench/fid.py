@@ -17,14 +17,16 @@ from sdr.torchvision_shim import patch_torchvision
 patch_torchvision()   # before torchvision is imported (by torch-fidelity, diffusers, grad-cam) beside the CPU torch
 import torch
 
-import sdr.metrics as M
+from sdr.fid import RankDeficientWarning
+from sdr.inception import extract_features, fid_inception_weights, images_to_uint8, load_fid_inception
+from sdr.metrics import blur_images, compute_fid
 from sdr.config import DataConfig
 from sdr.data import load_dataset, to_model_range
 
 
 class Uint8RGB(torch.utils.data.Dataset):
     "What torch-fidelity takes: uint8 (3, H, W) tensors."
-    def __init__(self, x): self.x = M.images_to_uint8(x).expand(-1, 3, -1, -1)
+    def __init__(self, x): self.x = images_to_uint8(x).expand(-1, 3, -1, -1)
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i]
 
@@ -39,34 +41,34 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import torch_fidelity
-    warnings.simplefilter('ignore', M.RankDeficientWarning)
+    warnings.simplefilter('ignore', RankDeficientWarning)
     load0 = os.getloadavg()[0]
 
     x = to_model_range(load_dataset(DataConfig(image_size=a.image_size), 'test')[0][:2 * a.n])
-    real, gen = x[:a.n], M.blur_images(x[a.n:], 0.8)
+    real, gen = x[:a.n], blur_images(x[a.n:], 0.8)
     rows = []
     with tempfile.TemporaryDirectory() as cache:
-        t = time.perf_counter(); ex = M.load_fid_inception('cpu', cache_dir=cache); t_load = time.perf_counter() - t
-        M.extract_features(real[:8], ex, batch_size=8, device='cpu')                       # warm-up
+        t = time.perf_counter(); ex = load_fid_inception('cpu', cache_dir=cache); t_load = time.perf_counter() - t
+        extract_features(real[:8], ex, batch_size=8, device='cpu')                       # warm-up
         t = time.perf_counter()
-        M.extract_features(real[:a.throughput_n], ex, batch_size=a.batch_size, device='cpu')
+        extract_features(real[:a.throughput_n], ex, batch_size=a.batch_size, device='cpu')
         thr = a.throughput_n / (time.perf_counter() - t)
 
         t = time.perf_counter()
-        cold = M.compute_fid(gen, real=real, real_key='bench', extractor=ex, cache_dir=cache, batch_size=a.batch_size,
+        cold = compute_fid(gen, real=real, real_key='bench', extractor=ex, cache_dir=cache, batch_size=a.batch_size,
                              kid_subsets=10, device='cpu')
         rows.append(('ours, cold cache (real + generated)', time.perf_counter() - t, cold, cold['fid'], cold['kid'], 2 * a.n))
 
         t = time.perf_counter()
         tf = torch_fidelity.calculate_metrics(
             input1=Uint8RGB(gen), input2=Uint8RGB(real), fid=True, kid=True, kid_subsets=10, kid_subset_size=a.n,
-            feature_extractor_weights_path=str(M.fid_inception_weights(cache_dir=cache)), cuda=False,
+            feature_extractor_weights_path=str(fid_inception_weights(cache_dir=cache)), cuda=False,
             save_cpu_ram=True, cache=False, verbose=False, batch_size=a.batch_size)
         rows.append(('torch-fidelity calculate_metrics', time.perf_counter() - t, None, tf['frechet_inception_distance'],
                      tf['kernel_inception_distance_mean'], 2 * a.n))
 
         t = time.perf_counter()
-        warm = M.compute_fid(gen, real=real, real_key='bench', extractor=ex, cache_dir=cache, batch_size=a.batch_size,
+        warm = compute_fid(gen, real=real, real_key='bench', extractor=ex, cache_dir=cache, batch_size=a.batch_size,
                              kid_subsets=10, device='cpu')
         assert warm['real_from_cache']
         rows.append(('ours, real statistics cached', time.perf_counter() - t, warm, warm['fid'], warm['kid'], a.n))

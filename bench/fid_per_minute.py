@@ -26,7 +26,9 @@ from sdr.config import preset
 from sdr.data import DataOrder, load_dataset, to_model_range
 from sdr.diffusion import EMA, GaussianDiffusion
 from sdr.unet import build_unet, count_params
-import sdr.metrics as M
+from sdr.fd_domain import load_domain_extractor
+from sdr.fid import RankDeficientWarning, fid_from_features
+from sdr.inception import extract_features, load_fid_inception
 
 
 class Arm:
@@ -53,7 +55,7 @@ def main():
     ap.add_argument('--inception', action='store_true')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    warnings.simplefilter('ignore', M.RankDeficientWarning)
+    warnings.simplefilter('ignore', RankDeficientWarning)
     f = cpu_flags()
     print(f"CPU: {cpu_model()} (amx_bf16 {'amx_bf16' in f}, avx512_bf16 {'avx512_bf16' in f}); torch {torch.__version__}, "
           f"{a.threads} thread(s); {a.minutes:g} min of training per model, fp32\n")
@@ -75,11 +77,11 @@ def main():
             if arm.seconds < budget: arm.step(diffusion, x0, t, eps, cfg.train.grad_clip)
         step += 1
     test = load_dataset(cfg.data, 'test')[0]
-    dom = M.load_domain_extractor(cfg.data)
-    real_dom = M.extract_features(test[:2000], dom, batch_size=1000)
+    dom = load_domain_extractor(cfg.data)
+    real_dom = extract_features(test[:2000], dom, batch_size=1000)
     if a.inception:
-        inc = M.load_fid_inception('cpu')
-        real_inc = M.extract_features(test[:a.n_samples], inc)
+        inc = load_fid_inception('cpu')
+        real_inc = extract_features(test[:a.n_samples], inc)
     rows = []
     for arm in arms:
         t0 = time.perf_counter()
@@ -87,8 +89,8 @@ def main():
                                         generator=make_generator(derive_seed(0, 'sample', i)))
                        for i in range(0, a.n_samples, 256)]).clamp(-1, 1)
         ts = time.perf_counter() - t0
-        fd = M.fid_from_features(real_dom, M.extract_features(x, dom, batch_size=1000))
-        fid = M.fid_from_features(real_inc, M.extract_features(x, inc)) if a.inception else None
+        fd = fid_from_features(real_dom, extract_features(x, dom, batch_size=1000))
+        fid = fid_from_features(real_inc, extract_features(x, inc)) if a.inception else None
         rows.append((arm.name, count_params(arm.model) / 1e6, arm.steps, arm.seconds / arm.steps,
                      sum(arm.losses[-50:]) / len(arm.losses[-50:]), ts, fd, fid))
     print('| model | params M | steps in budget | s/step | train loss (last 50) | sampling s | FD-domain | FID |')

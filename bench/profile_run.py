@@ -106,17 +106,17 @@ def main():
             print(f'per DDIM step: {w / a.sample_steps * 1e3:.0f} ms = {w / a.sample_steps / a.sample_batch * 1e3:.2f} ms/image/step')
     x = load_dataset(DataConfig(image_size=16), 'test')[0]
     if 'inception' in a.only:
-        from sdr import metrics as M
+        from sdr.inception import load_fid_inception
         xb = x[:a.inception_batch]
         for fast in (False, True):
-            ex = M.load_fid_inception('cpu', fast=fast)
+            ex = load_fid_inception('cpu', fast=fast)
             w, _, _ = profile_region(f'FID Inception features, batch {a.inception_batch} (16x16 grey -> 299x299 RGB), '
                                      f'{"BN folded + channels-last (fast=True)" if fast else "torch-fidelity module (fast=False)"}',
                                      lambda: ex(xb), reps=max(2, a.steps // 2), top=a.top)
             print(f'per image: {w / len(xb) * 1e3:.1f} ms')
     if 'fd_domain' in a.only:
-        from sdr import metrics as M
-        ex = M.load_domain_extractor(DataConfig(image_size=16))
+        from sdr.fd_domain import load_domain_extractor
+        ex = load_domain_extractor(DataConfig(image_size=16))
         xb = x[:1024]
         w, _, _ = profile_region('FD-domain features, batch 1024', lambda: ex(xb), reps=a.steps, top=a.top)
         print(f'per image: {w / len(xb) * 1e6:.0f} us')

@@ -20,7 +20,10 @@ from sdr.core import cpu_flags, precision_context, resolve_precision
 from sdr.config import DataConfig, preset
 from sdr.data import load_dataset, to_model_range
 from sdr.train import Trainer
-import sdr.metrics as M
+from sdr.fd_domain import load_domain_extractor
+from sdr.fid import RankDeficientWarning, fid_from_features, kid_from_features
+from sdr.inception import extract_features, load_fid_inception
+from sdr.metrics import blur_images
 
 
 def header() -> str:
@@ -86,7 +89,7 @@ def main():
     ap.add_argument('--skip', nargs='*', default=[], choices=['train', 'sample', 'score', 'fid'])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    warnings.simplefilter('ignore', M.RankDeficientWarning)
+    warnings.simplefilter('ignore', RankDeficientWarning)
     print(header(), '\n')
     rows = []   # (part, variant, seconds, unit, per)
     cfg = preset('cpu')
@@ -118,17 +121,17 @@ def main():
                      (part, 'bf16 autocast, attention in bf16', t['bf16 att'] / n, 's/step', a.sample_batch),
                      (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'] / n, 's/step', a.sample_batch)]
     if 'score' not in a.skip or ('fid' not in a.skip and a.fid_n):
-        exact, fast = M.load_fid_inception('cpu', fast=False), M.load_fid_inception('cpu')
+        exact, fast = load_fid_inception('cpu', fast=False), load_fid_inception('cpu')
     if 'score' not in a.skip:
         xb = x_test[:a.inception_n]
-        t = alternate({'exact': lambda: M.extract_features(xb, exact, batch_size=32, device='cpu'),
-                       'fast': lambda: M.extract_features(xb, fast, batch_size=32, device='cpu')}, blocks=a.blocks)
+        t = alternate({'exact': lambda: extract_features(xb, exact, batch_size=32, device='cpu'),
+                       'fast': lambda: extract_features(xb, fast, batch_size=32, device='cpu')}, blocks=a.blocks)
         part = 'FID Inception features (batch 32)'
         rows += [(part, "torch-fidelity's module (before)", t['exact'] / len(xb), 's/image', 1),
                  (part, 'BN folded + channels-last (after)', t['fast'] / len(xb), 's/image', 1)]
-        dom = M.load_domain_extractor(DataConfig(image_size=16))
+        dom = load_domain_extractor(DataConfig(image_size=16))
         xd = x_test[:1024]
-        t = alternate({'fp32': lambda: M.extract_features(xd, dom, batch_size=1024, device='cpu')}, blocks=a.blocks)
+        t = alternate({'fp32': lambda: extract_features(xd, dom, batch_size=1024, device='cpu')}, blocks=a.blocks)
         rows.append(('FD-domain features (batch 1024)', 'fp32', t['fp32'] / len(xd), 's/image', 1))
     ref = {}
     for part, variant, s, unit, per in rows: ref.setdefault(part, s)
@@ -139,16 +142,16 @@ def main():
     if 'fid' not in a.skip and a.fid_n:
         n = a.fid_n
         x = to_model_range(x_test[:2 * n])
-        real, gen = x[:n], M.blur_images(x[n:], 0.8)
-        fe = {k: (M.extract_features(real, ex, device='cpu'), M.extract_features(gen, ex, device='cpu'))
+        real, gen = x[:n], blur_images(x[n:], 0.8)
+        fe = {k: (extract_features(real, ex, device='cpu'), extract_features(gen, ex, device='cpu'))
               for k, ex in (('exact', exact), ('fast', fast))}
-        fid = {k: M.fid_from_features(*v) for k, v in fe.items()}
+        fid = {k: fid_from_features(*v) for k, v in fe.items()}
         maxdiff = max((fe['fast'][i] - fe['exact'][i]).abs().max().item() for i in (0, 1))
         print(f'\nFID of the same {n} blurred vs {n} real test images: before {fid["exact"]:.5f}, after {fid["fast"]:.5f}, '
               f'relative change {100 * (fid["fast"] - fid["exact"]) / fid["exact"]:+.5f} % (goal: < 0.1 %); '
               f'max |feature change| {maxdiff:.1e}')
         # the same with KID (unbiased at any n)
-        kid = {k: M.kid_from_features(*v, subsets=10, subset_size=min(n, 100), generator=torch.Generator().manual_seed(0))[0]
+        kid = {k: kid_from_features(*v, subsets=10, subset_size=min(n, 100), generator=torch.Generator().manual_seed(0))[0]
                for k, v in fe.items()}
         print(f'KID: before {kid["exact"]:.6f}, after {kid["fast"]:.6f}')
 

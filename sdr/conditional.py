@@ -178,7 +178,7 @@ class ConditionalTrainer(SRDTrainer):
 @torch.no_grad()
 def predict_classes(classifier: nn.Module, images: torch.Tensor, *, batch_size: int = 500) -> torch.Tensor:
     "Argmax class of images in [-1, 1] (or uint8), quantised to 8 bits like the FID inputs."
-    from sdr.metrics import images_to_uint8
+    from sdr.inception import images_to_uint8
     x = images_to_uint8(images)
     dev = next(classifier.parameters()).device
     classifier.eval()
@@ -186,7 +186,7 @@ def predict_classes(classifier: nn.Module, images: torch.Tensor, *, batch_size: 
 
 def class_classifier(data_cfg, *, num_classes: int, device=None, test: tuple | None = None) -> tuple[nn.Module, float]:
     "The cached FD-domain CNN of notebook 07 as a classifier, and its accuracy on the first 2000 test images (`test`: loaded if None)."
-    from sdr.metrics import load_domain_extractor
+    from sdr.fd_domain import load_domain_extractor
     clf = load_domain_extractor(data_cfg, device=device).model
     if clf.head.out_features != num_classes:
         raise ValueError(f'the classifier knows {clf.head.out_features} classes; num_classes={num_classes}')
@@ -212,17 +212,19 @@ def conditional_metrics(samples: torch.Tensor, labels: torch.Tensor, *, data_cfg
            'classifier_test_accuracy': clf_acc, 'n_per_class': n_per_class, 'n_real_per_class': n_real_per_class}
     if metric != 'none':
         from sdr import metrics
+        from sdr.fid import kid_from_features
+        from sdr.inception import extract_features, real_stats
         ex = metrics.resolve_extractor('auto', data_cfg=data_cfg, device=device)
         key = metrics._result_key(ex.labels[1])   # 'kid' (Inception) or 'kd_domain' (the fallback)
         per = []
         for k in range(num_classes):
             real_k = xt[yt == k][:n_real_per_class]
             if len(real_k) < n_real_per_class: raise ValueError(f'n_real_per_class={n_real_per_class}: class {k} has {len(real_k)} test images')
-            rs = metrics.real_stats(real_k, extractor=ex, real_key=f'{data_cfg.dataset}-test-{data_cfg.image_size}px-{data_cfg.channels}ch-class{k}',
-                                    device=device)
-            fg = metrics.extract_features(samples[labels == k][:n_per_class], ex, device=device)
-            per.append(metrics.kid_from_features(rs['features'], fg, subset_size=min(n_per_class, n_real_per_class),
-                                                 generator=make_generator(derive_seed(k, 'class_kid')))[0])
+            rs = real_stats(real_k, extractor=ex, real_key=f'{data_cfg.dataset}-test-{data_cfg.image_size}px-{data_cfg.channels}ch-class{k}',
+                            device=device)
+            fg = extract_features(samples[labels == k][:n_per_class], ex, device=device)
+            per.append(kid_from_features(rs['features'], fg, subset_size=min(n_per_class, n_real_per_class),
+                                         generator=make_generator(derive_seed(k, 'class_kid')))[0])
         out.update({f'{key}_per_class': per, f'{key}_class_mean': float(np.mean(per)), 'class_extractor': ex.name})
     out['class_metric_seconds'] = round(time.time() - t0, 2)
     return out

@@ -186,12 +186,12 @@ def _score(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict
 def prepare_reference(configs: list[ExperimentConfig], ev: EvalConfig, *, progress: bool = True) -> None:
     "Compute (and cache) the real statistics once per dataset before the jobs start, so parallel jobs never race on them."
     if ev.metric == 'none': return
-    from sdr import metrics
+    from sdr import inception, metrics
     for data in {c.data for c in configs}:
         for name, n_real in ((('auto', ev.n_real),) if ev.metric == 'auto' else (('fd_domain', ev.n_real), ('inception', ev.n_real_inception))):
             t0 = time.time()
             ex = metrics.resolve_extractor(name, data_cfg=data, progress=progress)
-            rs = metrics.real_stats(extractor=ex, data_cfg=data, split='test', n_real=n_real, progress=progress)
+            rs = inception.real_stats(extractor=ex, data_cfg=data, split='test', n_real=n_real, progress=progress)
             if progress: print(f"reference: {rs['n']} real {data.dataset} test images under {ex.name} "
                                f"({'cached' if rs['from_cache'] else f'{time.time() - t0:.0f} s'})", flush=True)
 

