@@ -14,7 +14,7 @@ import torch
 from sdr.core import load_json, make_generator
 from sdr.config import ExperimentConfig
 from sdr.data import to_model_range
-from sdr.experiments import make_trainer
+from sdr.runs import make_trainer
 from sdr.guidance import DiscriminatorConfig, DiscriminatorGuidance, train_discriminator, tune_weight, validation_split
 from sdr.train import load_checkpoint
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field, fields, asdict, replace
 from .core import PRECISIONS, check_choice, check_int, check_range
 
 # %% auto #0
-__all__ = ['DATASETS', 'MECHANISMS', 'MAP_CONTROLS', 'CAM_READS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRESETS', 'GRID_FIELDS',
-           'PRESET_GRIDS', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig', 'DiffusionConfig',
-           'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig', 'ConditionalConfig',
-           'UViTConfig', 'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line']
+__all__ = ['DATASETS', 'SAMPLERS', 'MECHANISMS', 'MAP_CONTROLS', 'CAM_READS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRESETS',
+           'GRID_FIELDS', 'PRESET_GRIDS', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig',
+           'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig',
+           'ConditionalConfig', 'UViTConfig', 'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line']
 
 # %% ../nbs/00a_config.ipynb #0f32f4b7
 class ConfigBase:
@@ -120,6 +120,8 @@ class DiffusionConfig(ConfigBase):
         check_choice('learn_sigma', self.learn_sigma, (False, True))
         check_range('vlb_weight', self.vlb_weight, 0.0)
 
+SAMPLERS = ('ddim', 'ddpm')   # DDIM on a subsequence of the timesteps; DDPM ancestral on all of them
+
 @_register
 @dataclass(frozen=True)
 class SampleConfig(ConfigBase):
@@ -130,7 +132,7 @@ class SampleConfig(ConfigBase):
     n_samples: int = 64              # samples for the report grid / metrics
     batch_size: int = 64
     def validate(self):
-        check_choice('sampler', self.sampler, ('ddim', 'ddpm'))
+        check_choice('sampler', self.sampler, SAMPLERS)
         check_int('steps', self.steps, 1, 100_000)
         check_range('eta', self.eta, 0.0, 1.0)
         check_int('n_samples', self.n_samples, 1)

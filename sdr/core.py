@@ -6,15 +6,16 @@
 from __future__ import annotations
 import contextlib, hashlib, json, math, os, random, tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'pick_device', 'check_range', 'check_int', 'check_choice', 'seed_everything',
-           'derive_seed', 'make_generator', 'seeded_build', 'save_json', 'load_json', 'check_notebook_parameters',
-           'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision', 'precision_context', 'grad_scaler']
+__all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'pick_device', 'evaluating', 'check_range', 'check_int', 'check_choice',
+           'seed_everything', 'derive_seed', 'make_generator', 'seeded_build', 'atomic_write', 'save_json',
+           'save_torch', 'load_json', 'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup',
+           'resolve_precision', 'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #db66943f
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -28,6 +29,17 @@ def pick_device(prefer: str | None = None) -> torch.device:
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+# %% ../nbs/00_core.ipynb #f360e732
+@contextlib.contextmanager
+def evaluating(model):
+    "Run the block with `model` in eval mode; then restore every submodule's train/eval mode as it was."
+    modes = {m: m.training for m in model.modules()} if isinstance(model, torch.nn.Module) else {}
+    try:
+        if modes: model.eval()
+        yield model
+    finally:
+        for m, mode in modes.items(): m.training = mode
 
 # %% ../nbs/00_core.ipynb #1cddea22
 def _fmt_range(lo, hi, lo_incl, hi_incl) -> str:
@@ -84,17 +96,26 @@ def seeded_build(factory, *, generator: torch.Generator | None = None):
         return factory()
 
 # %% ../nbs/00_core.ipynb #76dc6b0a
-def save_json(obj, path: str | os.PathLike) -> Path:
-    """Write JSON atomically: a temporary file with a unique name in the same folder, then a rename. A reader never
-    sees half a file, and two writers of one path never collide on the temporary file (the last rename wins)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, suffix: str = '.tmp') -> Path:
+    """Write `path` atomically: `write(tmp)` fills a temporary file with a unique name in the same folder, then a rename.
+    A reader never sees half a file, and two writers of one path never collide on the temporary file (the last rename
+    wins). A failed or killed write leaves no temporary file behind (short of SIGKILL)."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'w') as f: f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n')
-        os.chmod(tmp, 0o644); os.replace(tmp, path)
+        write(Path(tmp)); os.chmod(tmp, 0o644); os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+def save_json(obj, path: str | os.PathLike) -> Path:
+    "Write JSON (sorted keys, indented) atomically (`atomic_write`)."
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + '\n'))
+
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    "`torch.save` atomically (`atomic_write`): checkpoints, cached features, converted weights."
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), suffix='.tmp.pt')
 
 def load_json(path: str | os.PathLike):
     "Read a JSON file; a truncated or damaged one raises a `ValueError` that names it."

@@ -10,15 +10,15 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import check_choice, check_int, check_range
-from .config import DiffusionConfig
+from .core import check_choice, check_int, check_range, evaluating
+from .config import SAMPLERS, DiffusionConfig
 
 # %% auto #0
 __all__ = ['linear_betas', 'cosine_betas', 'make_betas', 'normal_kl', 'discretized_gaussian_log_likelihood', 'mean_flat',
-           'GaussianDiffusion', 'predict_x0', 'p_mean_variance', 'vlb_terms', 'training_losses', 'ddim_timesteps',
-           'ddpm_sample', 'ddim_sample', 'sample', 'EMA']
+           'GaussianDiffusion', 'ddim_timesteps', 'EMA']
 
 # %% ../nbs/03_diffusion.ipynb #caeaa86a
 def linear_betas(timesteps: int) -> np.ndarray:
@@ -116,7 +116,8 @@ class GaussianDiffusion:
         return torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=generator.device).to(device)
 
 # %% ../nbs/03_diffusion.ipynb #3dd7ad16
-def _split_output(self, out: torch.Tensor, x_t: torch.Tensor):
+@patch
+def _split_output(self: GaussianDiffusion, out: torch.Tensor, x_t: torch.Tensor):
     C = x_t.shape[1]
     if self.learn_sigma:
         if out.shape[1] != 2 * C: raise ValueError(f'model output has {out.shape[1]} channels; learn_sigma needs {2 * C}')
@@ -124,10 +125,12 @@ def _split_output(self, out: torch.Tensor, x_t: torch.Tensor):
     if out.shape[1] != C: raise ValueError(f'model output has {out.shape[1]} channels; expected {C}')
     return out, None
 
-def predict_x0(self, x_t, t, eps):
+@patch
+def predict_x0(self: GaussianDiffusion, x_t, t, eps):
     return self._gather('sqrt_recip_alphas_cumprod', t, x_t) * x_t - self._gather('sqrt_recipm1_alphas_cumprod', t, x_t) * eps
 
-def p_mean_variance(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = True):
+@patch
+def p_mean_variance(self: GaussianDiffusion, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *, clip: bool = True):
     "From a model output: mean, log-variance, x0-prediction and ε of p(x_{t-1} | x_t)."
     eps, v = self._split_output(out, x_t)
     if v is None: log_var = self._gather('fixed_large_log_variance', t, x_t).expand_as(x_t)
@@ -140,12 +143,9 @@ def p_mean_variance(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
     mean, _, _ = self.q_posterior(x0, x_t, t)
     return {'mean': mean, 'log_variance': log_var, 'pred_x0': x0, 'eps': eps}
 
-GaussianDiffusion._split_output = _split_output
-GaussianDiffusion.predict_x0 = predict_x0
-GaussianDiffusion.p_mean_variance = p_mean_variance
-
 # %% ../nbs/03_diffusion.ipynb #8e138b27
-def vlb_terms(self, out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+@patch
+def vlb_terms(self: GaussianDiffusion, out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     "Per-example L_t in bits/dim: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0, decoder NLL at t = 0."
     true_mean, _, true_log_var = self.q_posterior(x0, x_t, t)
     p = self.p_mean_variance(out, x_t, t, clip=False)
@@ -153,7 +153,8 @@ def vlb_terms(self, out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: t
     nll = -mean_flat(discretized_gaussian_log_likelihood(x0, means=p['mean'], log_scales=0.5 * p['log_variance'])) / math.log(2.0)
     return torch.where(t == 0, nll, kl)
 
-def training_losses(self, model: Callable, x0: torch.Tensor, t: torch.Tensor, *, noise: torch.Tensor,
+@patch
+def training_losses(self: GaussianDiffusion, model: Callable, x0: torch.Tensor, t: torch.Tensor, *, noise: torch.Tensor,
                     target: torch.Tensor | None = None) -> dict:
     "Per-example losses. `noise` goes into x_t; ε_θ regresses onto `target` (default: `noise`)."
     if noise.shape != x0.shape: raise ValueError(f'noise.shape={tuple(noise.shape)} must equal x0.shape={tuple(x0.shape)}')
@@ -170,10 +171,7 @@ def training_losses(self, model: Callable, x0: torch.Tensor, t: torch.Tensor, *,
     else: terms['loss'] = terms['mse']
     return terms
 
-GaussianDiffusion.vlb_terms = vlb_terms
-GaussianDiffusion.training_losses = training_losses
-
-# %% ../nbs/03_diffusion.ipynb #f25d9d17
+# %% ../nbs/03_diffusion.ipynb #9095ac7a
 def ddim_timesteps(num_timesteps: int, steps: int) -> list[int]:
     "Evenly spaced timesteps (descending order is applied by the sampler), always including 0."
     check_int('steps', steps, 1, num_timesteps)
@@ -183,61 +181,76 @@ def _check_guidance(guidance):
     if guidance is not None and not callable(guidance):
         raise TypeError(f'guidance={guidance!r}: expected None or a callable (x_t, t, model_output) -> model_output')
 
+def _noise_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    "Standard normal noise of x's shape, drawn on the generator's device (so a seed gives the same draw everywhere), on x's device."
+    return torch.randn(x.shape, generator=generator, device=generator.device).to(x.device)
+
+@patch
+def model_output(self: GaussianDiffusion, model, x: torch.Tensor, t: int, guidance: Callable | None = None):
+    "The model's output at timestep `t` for the whole batch, corrected by `guidance(x_t, t, out)` if given; and the t tensor."
+    tt = torch.full((len(x),), t, device=x.device, dtype=torch.long)
+    out = model(x, tt)
+    return (out if guidance is None else guidance(x, tt, out)), tt
+
+@patch
 @torch.no_grad()
-def ddpm_sample(self, model, shape: tuple, *, generator: torch.Generator, device='cpu', clip: bool = True,
+def p_sample(self: GaussianDiffusion, model, x: torch.Tensor, t: int, *, generator: torch.Generator, clip: bool = True,
+             guidance: Callable | None = None) -> torch.Tensor:
+    "One DDPM ancestral step, x_t -> x_{t-1}: the mean of p(x_{t-1} | x_t), plus noise except at t = 0."
+    out, tt = self.model_output(model, x, t, guidance)
+    p = self.p_mean_variance(out, x, tt, clip=clip)
+    return p['mean'] + torch.exp(0.5 * p['log_variance']) * _noise_like(x, generator) if t > 0 else p['mean']
+
+@patch
+@torch.no_grad()
+def ddim_step(self: GaussianDiffusion, model, x: torch.Tensor, t: int, t_prev: int | None, *, eta: float = 0.0,
+              generator: torch.Generator | None = None, clip: bool = True, guidance: Callable | None = None) -> torch.Tensor:
+    "One DDIM step from timestep `t` to `t_prev` (None: to the clean image); noise only if eta > 0 and t_prev is a timestep."
+    out, tt = self.model_output(model, x, t, guidance)
+    x0 = self.p_mean_variance(out, x, tt, clip=clip)['pred_x0']
+    abar = self.coef['alphas_cumprod']
+    a_t = abar[t].item()
+    a_prev = abar[t_prev].item() if t_prev is not None else 1.0
+    eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)  # consistent with the clipped x0
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
+    return x + sigma * _noise_like(x, generator) if sigma > 0 and t_prev is not None else x
+
+# %% ../nbs/03_diffusion.ipynb #f1c64f70
+@patch
+@torch.no_grad()
+def ddpm_sample(self: GaussianDiffusion, model, shape: tuple, *, generator: torch.Generator, device='cpu', clip: bool = True,
                 progress: bool = False, guidance: Callable | None = None) -> torch.Tensor:
-    "Ancestral sampling with all T steps; `guidance(x_t, t, out) -> out` corrects each model output (see below)."
+    "Ancestral sampling with all T steps: a loop over `p_sample`; `guidance(x_t, t, out) -> out` corrects each model output."
     _check_guidance(guidance)
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)
-    for i in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, desc='ddpm', leave=False):
-        t = torch.full((shape[0],), i, device=device, dtype=torch.long)
-        out = model(x, t)
-        if guidance is not None: out = guidance(x, t, out)
-        p = self.p_mean_variance(out, x, t, clip=clip)
-        x = p['mean']
-        if i > 0: x = x + torch.exp(0.5 * p['log_variance']) * torch.randn(shape, generator=generator, device=generator.device).to(device)
+    for t in tqdm(range(self.num_timesteps - 1, -1, -1), disable=not progress, desc='ddpm', leave=False):
+        x = self.p_sample(model, x, t, generator=generator, clip=clip, guidance=guidance)
     return x
 
+@patch
 @torch.no_grad()
-def ddim_sample(self, model, shape: tuple, *, steps: int = 50, eta: float = 0.0, generator: torch.Generator,
+def ddim_sample(self: GaussianDiffusion, model, shape: tuple, *, steps: int = 50, eta: float = 0.0, generator: torch.Generator,
                 device='cpu', clip: bool = True, progress: bool = False, guidance: Callable | None = None) -> torch.Tensor:
-    "DDIM sampling on `steps` evenly spaced timesteps (eta=0: deterministic given the initial noise); `guidance` as in `ddpm_sample`."
+    "DDIM on `steps` evenly spaced timesteps (eta=0: deterministic given the initial noise): a loop over `ddim_step`."
     check_range('eta', eta, 0.0, 1.0); _check_guidance(guidance)
     seq = ddim_timesteps(self.num_timesteps, steps)
-    abar = self.coef['alphas_cumprod']
     x = torch.randn(shape, generator=generator, device=generator.device).to(device)
     for i in tqdm(range(len(seq) - 1, -1, -1), disable=not progress, desc='ddim', leave=False):
-        t = torch.full((shape[0],), seq[i], device=device, dtype=torch.long)
-        out = model(x, t)
-        if guidance is not None: out = guidance(x, t, out)
-        p = self.p_mean_variance(out, x, t, clip=clip)
-        a_t = abar[seq[i]].item()
-        a_prev = abar[seq[i - 1]].item() if i > 0 else 1.0
-        eps = (x - math.sqrt(a_t) * p['pred_x0']) / math.sqrt(1 - a_t)  # consistent with the clipped x0
-        sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-        x = math.sqrt(a_prev) * p['pred_x0'] + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
-        if sigma > 0 and i > 0:
-            x = x + sigma * torch.randn(shape, generator=generator, device=generator.device).to(device)
+        x = self.ddim_step(model, x, seq[i], seq[i - 1] if i > 0 else None, eta=eta, generator=generator, clip=clip, guidance=guidance)
     return x
 
-def sample(self, model, shape: tuple, *, sampler: str = 'ddim', steps: int = 50, eta: float = 0.0,
+@patch
+def sample(self: GaussianDiffusion, model, shape: tuple, *, sampler: str = 'ddim', steps: int = 50, eta: float = 0.0,
            generator: torch.Generator, device='cpu', clip: bool = True, progress: bool = False,
            guidance: Callable | None = None) -> torch.Tensor:
     "Dispatch to `ddim_sample` or `ddpm_sample` (`clip=False` for latents). The model is put in eval mode and restored afterwards."
-    check_choice('sampler', sampler, ('ddim', 'ddpm')); _check_guidance(guidance)
-    was_training = model.training if isinstance(model, nn.Module) else False
-    if isinstance(model, nn.Module): model.eval()
-    try:
+    check_choice('sampler', sampler, SAMPLERS); _check_guidance(guidance)
+    with evaluating(model):
         if sampler == 'ddpm': return self.ddpm_sample(model, shape, generator=generator, device=device, clip=clip, progress=progress,
                                                       guidance=guidance)
         return self.ddim_sample(model, shape, steps=steps, eta=eta, generator=generator, device=device, clip=clip, progress=progress,
                                 guidance=guidance)
-    finally:
-        if isinstance(model, nn.Module): model.train(was_training)
-
-GaussianDiffusion.ddpm_sample = ddpm_sample
-GaussianDiffusion.ddim_sample = ddim_sample
-GaussianDiffusion.sample = sample
 
 # %% ../nbs/03_diffusion.ipynb #d1783db0
 class EMA:

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .core import check_choice, derive_seed
-from .config import ExperimentConfig
+from .config import MECHANISMS, ExperimentConfig
 from .highlighter import build_flaw_highlighter
 from .train import SRDTrainer, TrainingInterrupted, checkpoint_ok, save_checkpoint, set_aside
 
@@ -156,7 +156,7 @@ def main(argv=None):
     ap.add_argument('--config', help='an ExperimentConfig as JSON: a file path, or the JSON text itself')
     ap.add_argument('--out', required=True)
     ap.add_argument('--steps', type=int); ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--mechanism', choices=('none', 'forward', 'reverse', 'combined'))
+    ap.add_argument('--mechanism', choices=MECHANISMS)
     ap.add_argument('--until', type=int, help='stop (checkpointed) at this step')
     ap.add_argument('--backend', choices=('gloo', 'nccl')); ap.add_argument('--device')
     ap.add_argument('--no-progress', action='store_true')

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .core import check_choice, check_int, load_json
 from .config import ConfigBase, ExperimentConfig
-from .experiments import GRACE_SECONDS, EvalConfig, _execute
+from .grid import GRACE_SECONDS, _execute
+from .runs import EvalConfig
 
 # %% auto #0
 __all__ = ['CLUSTERS', 'ClusterConfig', 'GridJob', 'SubmititExecutor']

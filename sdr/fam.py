@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_choice, check_int
+from .core import check_choice, check_int, evaluating
 from .highlighter import _check_images
 
 # %% auto #0
@@ -61,15 +61,10 @@ def flaw_activation_map(model: nn.Module, images: torch.Tensor, *, layer: nn.Mod
     check_int('target', target, 0, getattr(model, 'num_classes', 1 << 30) - 1)
     check_choice('score', score, SCORES)
     if batch_size is not None: check_int('batch_size', batch_size, 1)
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.enable_grad(), torch.inference_mode(False):
-            x = images.detach().clone() if images.is_inference() else images.detach()
-            step = batch_size or len(x)
-            cam = torch.cat([_cam_chunk(model, x[i:i + step], layer, target, score) for i in range(0, len(x), step)])
-    finally:
-        for m, mode in modes.items(): m.training = mode
+    with evaluating(model), torch.enable_grad(), torch.inference_mode(False):
+        x = images.detach().clone() if images.is_inference() else images.detach()
+        step = batch_size or len(x)
+        cam = torch.cat([_cam_chunk(model, x[i:i + step], layer, target, score) for i in range(0, len(x), step)])
     cam = F.interpolate(cam.float(), size=images.shape[-2:], mode='bilinear', align_corners=False)
     return _minmax_per_image(cam)
 

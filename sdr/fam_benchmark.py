@@ -20,7 +20,7 @@ from .fam import PAPER_FAM_MATCH, _show_image, _show_overlay, flaw_activation_ma
 
 # %% auto #0
 __all__ = ['ARTIFACT_KINDS', 'OBJECT_LEVEL', 'BASELINES', 'LOCALIZATION_PRESETS', 'square_masks', 'place_on_object',
-           'inject_artifacts', 'baseline_maps', 'localization_scores', 'bootstrap_ci', 'LocalizationConfig',
+           'inject_artifacts', 'baseline_maps', 'localization_scores', 'bootstrap_mean_ci', 'LocalizationConfig',
            'localization_preset', 'fam_localization_benchmark', 'plot_fam_localization', 'fam_localization_markdown',
            'write_fam_localization_report']
 
@@ -133,7 +133,7 @@ def localization_scores(maps: torch.Tensor, masks: torch.Tensor, *, top_frac: fl
     auroc = torch.tensor([_auroc(si, mi) for si, mi in zip(s, m)])
     return dict(hit=hit.float(), iou=iou.float(), auroc=auroc.float())
 
-def bootstrap_ci(values, *, generator: torch.Generator, n_boot: int = 2000, level: float = 0.95) -> tuple:
+def bootstrap_mean_ci(values, *, generator: torch.Generator, n_boot: int = 2000, level: float = 0.95) -> tuple:
     "(mean, lo, hi): the mean of `values` and its percentile-bootstrap `level` interval (items resampled)."
     values = torch.as_tensor(values, dtype=torch.float64).flatten().cpu()
     if len(values) == 0: raise ValueError('values is empty: need at least one item')
@@ -253,7 +253,7 @@ def fam_localization_benchmark(train_images: torch.Tensor, test_images: torch.Te
     reps = [_localization_replicate(train_images, clean_test, rows, cfg, r, device, progress)
             for r in _progress(range(cfg.replicates), cfg.replicates, progress, 'highlighters')]
     g_boot = gen('bootstrap')
-    ci = lambda v: bootstrap_ci(v, generator=g_boot, n_boot=cfg.n_boot)
+    ci = lambda v: bootstrap_mean_ci(v, generator=g_boot, n_boot=cfg.n_boot)
     per_kind = {k: _localization_summary([rows[k]], [[rep['kinds'][k]] for rep in reps], ci) for k in kinds}
     per_kind['all'] = _localization_summary([rows[k] for k in kinds], [[rep['kinds'][k] for k in kinds] for rep in reps], ci)
     examples = {k: dict(images=rows[k]['images'][:6], masks=rows[k]['masks'][:6], fams=reps[0]['kinds'][k]['fams'][:6]) for k in kinds}

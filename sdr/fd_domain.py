@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from .core import check_choice, check_int, check_range, derive_seed, make_generator, pick_device
 from .config import DataConfig
 from .data import load_dataset
-from .inception import _atomic_torch_save, _safe, default_cache_dir
+from .core import save_torch
+from .inception import _safe, default_cache_dir
 
 
 # %% auto #0
@@ -99,7 +100,7 @@ def load_domain_extractor(data_cfg: DataConfig, *, cache_dir=None, device=None, 
         model, info = train_domain_classifier(data_cfg, device=device, progress=progress, **train_kw)
         d = {'state': {k: v.cpu() for k, v in model.state_dict().items()}, 'info': info,
              'arch': {'channels': data_cfg.channels, 'num_classes': info['classes'], 'width': train_kw.get('width', 32)}}
-        _atomic_torch_save(d, path)
+        save_torch(d, path)
     model = DomainClassifier(**d['arch']); model.load_state_dict(d['state'])
     name = f'fd-domain-{_safe(data_cfg.dataset)}-{data_cfg.image_size}px-{h}'
     source = f"CNN trained on {data_cfg.dataset} labels (test accuracy {d['info']['test_accuracy']:.3f}); not Inception"

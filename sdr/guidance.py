@@ -256,7 +256,7 @@ def guide_dir_for(root, experiment: str, cfg, step: int) -> Path:
 def guide_trainer(cfg, root, experiment: str, step: int, *, device=None):
     """The base phase of `cfg` at `step` (AG's guide): a saved `step-<k>.pt` of that base (in any experiment under `root`: e12
     shares e11's bases) if there is one, else the base configuration trained to `step` here (resumable)."""
-    from sdr.experiments import base_dir_for, make_trainer
+    from sdr.runs import base_dir_for, make_trainer
     from sdr.train import base_config, base_config_hash, load_checkpoint
     check_int('guide_step', step, 1, cfg.srd.base_steps)
     bc = base_config(cfg)
@@ -279,7 +279,8 @@ def guided_dir_for(root, experiment: str, arm, gcfg: GuidanceConfig) -> Path:
 
 def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, ev=None, device=None) -> dict:
     "Tune and score `gcfg` on the finished run of `arm` (see above); `metrics.json` last. A finished record is returned as it is."
-    from sdr.experiments import EvalConfig, _score, run_dir_for, trained_model
+    from sdr.runs import EvalConfig, _score, run_dir_for
+    from sdr.grid import trained_model
     if not isinstance(gcfg, GuidanceConfig): raise ValueError(f'gcfg must be a GuidanceConfig, got {type(gcfg).__name__}')
     ev, t0 = ev or EvalConfig(), time.time()
     out = guided_dir_for(root, experiment, arm, gcfg)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_choice, check_int, check_range, make_generator, pick_device, seeded_build
+from .core import check_choice, check_int, check_range, evaluating, make_generator, pick_device, seeded_build
 from .config import CAM_READS, HighlighterConfig
 
 # %% auto #0
@@ -105,12 +105,9 @@ def build_flaw_highlighter(cfg: HighlighterConfig | None = None, *, generator: t
 def highlighter_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     "Logits (N, 2) of `images` in eval mode, in chunks, on the CPU (restores the model's train/eval mode)."
     _check_images(images); check_int('batch_size', batch_size, 1)
-    modes = {m: m.training for m in model.modules()}
     dev = next(model.parameters()).device
-    model.eval()
-    try: return torch.cat([model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
-    finally:
-        for m, mode in modes.items(): m.training = mode
+    with evaluating(model):
+        return torch.cat([model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
 
 def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     "P(a random positive scores above a random negative); ties count one half; nan without both classes."

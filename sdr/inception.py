@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .core import check_int, pick_device
+from .core import check_int, pick_device, save_torch
 from .config import DataConfig
 from .torchvision_shim import patch_torchvision
 from .data import load_dataset
@@ -89,12 +89,6 @@ def _sha1(path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b''): h.update(block)
     return h.hexdigest()
 
-def _atomic_torch_save(obj, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    torch.save(obj, tmp); os.replace(tmp, path)
-    return path
-
 def convert_fid_inception_weights(source, dest) -> Path:
     "Map the TorchScript FID Inception's weights onto torch-fidelity's `FeatureExtractorInceptionV3` layout; save to `dest`."
     sd = {k.removeprefix('net.layers.'): v for k, v in torch.jit.load(str(source), map_location='cpu').state_dict().items()}
@@ -111,7 +105,7 @@ def convert_fid_inception_weights(source, dest) -> Path:
         raise ValueError(f'{source}: unexpected tensors {sorted(set(sd) - used)[:5]}; not the expected FID Inception file')
     out['fc.weight'] = torch.full((1008, INCEPTION_DIM), float('nan'))   # no logits in this file (see the notes)
     out['fc.bias'] = torch.full((1008,), float('nan'))
-    return _atomic_torch_save(out, Path(dest))
+    return save_torch(out, Path(dest))
 
 def fid_inception_weights(*, cache_dir=None, source=None) -> Path:
     "The FID Inception weights in torch-fidelity's format (converted once, cached); raises InceptionWeightsMissing."
@@ -237,7 +231,7 @@ def _cached_stats(x: torch.Tensor, key: str, extractor, *, cache_dir, batch_size
             warnings.warn(f'ignoring unreadable cache entry {path}: {e}')
     f = extract_features(x, extractor, batch_size=batch_size, device=device, progress=progress, name='real images')
     mu, sigma = feature_stats(f, 'real features')
-    _atomic_torch_save({'features': f, 'mu': mu, 'sigma': sigma}, path)
+    save_torch({'features': f, 'mu': mu, 'sigma': sigma}, path)
     return {'features': f, 'mu': mu, 'sigma': sigma, 'n': len(f), 'key': key, 'path': path, 'from_cache': False,
             'image_shape': tuple(x.shape[1:])}
 

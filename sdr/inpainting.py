@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .core import check_choice, check_int, check_range, derive_seed, make_generator
+from .core import check_choice, check_int, check_range, derive_seed, evaluating, make_generator
 from .config import ConfigBase, _register
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion, ddim_timesteps
@@ -159,28 +159,18 @@ def repaint(model, diffusion: GaussianDiffusion, image: torch.Tensor, mask: torc
     image, known = image.to(device), mask.to(device).bool().expand(image.shape[0], image.shape[1], -1, -1)
     seq, abar = ddim_timesteps(diffusion.num_timesteps, steps), diffusion.coef['alphas_cumprod']
     randn = lambda: torch.randn(image.shape, generator=generator, device=generator.device).to(device)
-    was_training = model.training if isinstance(model, nn.Module) else False
-    if isinstance(model, nn.Module): model.eval()
-    try:
+    with evaluating(model):
         x = randn()
         sched = repaint_schedule(len(seq), jump_length, jump_n_sample)
         for a, b in zip(sched[:-1], sched[1:]):
             a_t = abar[seq[a]].item()
             if b < a:   # reverse step from position a to b (b = -1: the clean image)
                 x = torch.where(known, math.sqrt(a_t) * image + math.sqrt(1 - a_t) * randn(), x)
-                t = torch.full((len(x),), seq[a], device=device, dtype=torch.long)
-                x0 = diffusion.p_mean_variance(model(x, t), x, t, clip=clip)['pred_x0']
-                a_prev = abar[seq[b]].item() if b >= 0 else 1.0
-                eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-                sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
-                x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma ** 2, 0.0)) * eps
-                if sigma > 0 and b >= 0: x = x + sigma * randn()
+                x = diffusion.ddim_step(model, x, seq[a], seq[b] if b >= 0 else None, eta=eta, generator=generator, clip=clip)
             else:       # resampling jump: forward from position a up to b
                 r = abar[seq[b]].item() / a_t
                 x = math.sqrt(r) * x + math.sqrt(1 - r) * randn()
         return torch.where(known, image, x.clamp(-1, 1))
-    finally:
-        if isinstance(model, nn.Module): model.train(was_training)
 
 # %% ../nbs/08b_inpainting.ipynb #dd16f5b5
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_choice, check_int, check_range, derive_seed, make_generator, pick_device, seeded_build
-from .config import AutoencoderConfig, ConfigBase, ExperimentConfig, _register
+from .core import check_choice, check_int, check_range, derive_seed, evaluating, make_generator, pick_device, seeded_build
+from .config import SAMPLERS, AutoencoderConfig, ConfigBase, ExperimentConfig, _register
 from .data import show_images, to_model_range
 from .unet import UNet
 from .srd import check_map, modulate_attention
@@ -109,20 +109,17 @@ def encode_images(ae: Autoencoder, images: torch.Tensor, *, batch_size: int = 10
     "Scaled latents (N, k, S/f, S/f) on the CPU of uint8 images (or float images in [-1, 1]), in chunks."
     check_int('batch_size', batch_size, 1)
     dev = next(ae.parameters()).device
-    was_training = ae.training; ae.eval()
-    try:
+    with evaluating(ae):
         return torch.cat([ae.encode(_images_to_model_range(images[i:i + batch_size], ae.cfg).to(dev)).cpu()
                           for i in range(0, len(images), batch_size)])
-    finally: ae.train(was_training)
 
 @torch.no_grad()
 def decode_latents(ae: Autoencoder, z: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     "Images in [-1, 1] (clamped; on z's device) of scaled latents z, in chunks."
     check_int('batch_size', batch_size, 1)
     dev = next(ae.parameters()).device
-    was_training = ae.training; ae.eval()
-    try: return torch.cat([ae.decode(z[i:i + batch_size].to(dev)).to(z.device) for i in range(0, len(z), batch_size)]).clamp(-1, 1)
-    finally: ae.train(was_training)
+    with evaluating(ae):
+        return torch.cat([ae.decode(z[i:i + batch_size].to(dev)).to(z.device) for i in range(0, len(z), batch_size)]).clamp(-1, 1)
 
 @torch.no_grad()
 def fit_latent_scale(ae: Autoencoder, images: torch.Tensor) -> Autoencoder:
@@ -312,7 +309,7 @@ class LatentSRDTrainer(SRDTrainer):
     def sample_latents(self, model, n: int, *, generator: torch.Generator, sampler: str = 'ddim', steps: int = 50,
                        eta: float = 0.0, batch_size: int = 256) -> torch.Tensor:
         "n latents from `model` (DDIM or ancestral), unclipped, in chunks."
-        check_int('n', n, 1); check_choice('sampler', sampler, ('ddim', 'ddpm'))
+        check_int('n', n, 1); check_choice('sampler', sampler, SAMPLERS)
         with self.autocast():
             return torch.cat([self.diffusion.sample(model, (min(batch_size, n - i), *self.autoencoder.latent_shape), sampler=sampler,
                                                     steps=steps, eta=eta, generator=generator, device=self.device, clip=False)

@@ -13,8 +13,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .core import (check_int, derive_seed, make_generator, pick_device, grad_scaler, precision_context,
-                      resolve_precision, save_json, load_json, seed_everything)
-from .config import ConditionalConfig, ExperimentConfig, SRDConfig, config_hash
+                      resolve_precision, save_json, save_torch, load_json, seed_everything)
+from .config import MECHANISMS, ConditionalConfig, ExperimentConfig, SRDConfig, config_hash
 from .data import DataOrder, load_dataset, to_model_range
 from .unet import attention_blocks, count_params
 from .uvit import build_backbone
@@ -33,16 +33,8 @@ class CorruptCheckpoint(ValueError):
     "A checkpoint file that cannot be read (truncated by a kill during a copy, a full disk, ...)."
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    "torch.save `state` to `path` atomically: a temporary file with a unique name beside it, then a rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.stem}.', suffix='.tmp.pt')
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
+    "torch.save `state` to `path` atomically (`sdr.core.save_torch`): a reader never sees half a checkpoint."
+    return save_torch(state, path)
 
 def checkpoint_ok(path: str | os.PathLike) -> bool:
     "Cheap integrity check: the file is a complete torch zip archive (its central directory, at the end, is readable)."
@@ -544,7 +536,7 @@ def main(argv=None):
     ap.add_argument('--steps', type=int); ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--checkpoint-every', type=int); ap.add_argument('--max-images', type=int)
     ap.add_argument('--data-dir'); ap.add_argument('--device')
-    ap.add_argument('--mechanism', default='none', choices=('none', 'forward', 'reverse', 'combined'))
+    ap.add_argument('--mechanism', default='none', choices=MECHANISMS)
     ap.add_argument('--no-progress', action='store_true')
     a = ap.parse_args(argv)
     cfg = make_preset(a.preset, seed=a.seed)

@@ -16,7 +16,7 @@ import torch
 from sdr.config import ConditionalConfig, preset
 from sdr.data import load_dataset, to_model_range
 from sdr.train import SRDTrainer
-from sdr.experiments import EvalConfig, run_experiment
+from sdr.runs import EvalConfig, run_experiment
 from sdr.conditional import ConditionalTrainer
 from sdr.latent import LatentSRDTrainer, autoencoder_preset
 from sdr.inpainting import InpaintConfig, inpaint_eval
@@ -107,7 +107,7 @@ def main(argv=None):
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=GOLDEN.parent).stdout.strip()
         dirty = bool(subprocess.run(['git', 'status', '--porcelain', '--', 'sdr', 'nbs'], capture_output=True, text=True,
                                     cwd=GOLDEN.parent).stdout.strip())
-        from sdr.experiments import cpu_facts   # bits are equal only on CPUs with the same vector units
+        from sdr.runs import cpu_facts   # bits are equal only on CPUs with the same vector units
         GOLDEN.write_text(json.dumps({'commit': commit, 'sdr_dirty': dirty, 'torch': torch.__version__,
                                       'cpu_flags': cpu_facts()['cpu_flags'], 'fingerprints': fp}, indent=1) + '\n')
     print(json.dumps(fp, indent=1))

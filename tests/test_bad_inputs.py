@@ -9,9 +9,9 @@ import pytest
 from sdr.config import preset
 from sdr.core import load_json, save_json
 from sdr.config import ExperimentConfig, config_hash
-from sdr.experiments import (EvalConfig, StaleRecord, base_dir_for, find_finished_elsewhere, is_finished, report_experiment,
-                             run_dir_for, run_grid, run_job, save_summary, scaled_preset, variant_configs, with_data_dir,
-                             with_overrides)
+from sdr.runs import EvalConfig, StaleRecord, base_dir_for, is_finished, run_dir_for
+from sdr.grid import find_finished_elsewhere, run_grid, run_job, save_summary
+from sdr.experiments import report_experiment, scaled_preset, variant_configs, with_data_dir, with_overrides
 from sdr.train import base_config, load_checkpoint, save_checkpoint
 
 _c = preset('smoke')

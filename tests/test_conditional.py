@@ -154,7 +154,7 @@ def test_per_class_mfam_end_to_end(tmp_path):
 
 
 def test_run_experiment_records_class_metrics(tmp_path):
-    from sdr.experiments import EvalConfig, is_finished, make_trainer, run_dir_for, run_experiment
+    from sdr.runs import EvalConfig, is_finished, make_trainer, run_dir_for, run_experiment
     cfg = CCFG.replace(train=CCFG.train.replace(steps=6, checkpoint_every=6), srd=CCFG.srd.replace(base_steps=0))
     assert isinstance(make_trainer(cfg, tmp_path / 'x'), ConditionalTrainer)
     ev = EvalConfig(n_samples=8, n_real=8, sample_steps=2, metric='none', heldout=32, n_per_class=2)

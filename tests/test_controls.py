@@ -71,7 +71,7 @@ def test_sampling_time_modulation(tmp_path, images):
     assert all(b.kv_modulation is None for b in attention_blocks(tr.ema.model))
 
 def test_base_curve_records_a_plateau_without_changing_the_base(tmp_path):
-    from sdr.experiments import train_base
+    from sdr.runs import train_base
     from sdr.train import load_checkpoint
     import json
     c = _cfg().replace(srd=_cfg().srd.replace(base_steps=20))
@@ -86,7 +86,8 @@ def test_base_curve_records_a_plateau_without_changing_the_base(tmp_path):
 
 def test_bases_only_grid_trains_the_bases_and_no_run_then_a_longer_base_continues_it(tmp_path):
     "The plateau gate's grid: bases only (no run directory), a no-op rerun writes nothing, a longer base continues."
-    from sdr.experiments import EvalConfig, base_dir_for, run_grid
+    from sdr.runs import EvalConfig, base_dir_for
+    from sdr.grid import run_grid
     from sdr.core import load_json
     ev = EvalConfig(n_samples=4, n_real=4, sample_steps=2, metric='none', heldout=32, base_curve_every=6)
     cfgs = [_cfg(mechanism='none').replace(name='baseline', seed=s) for s in (0, 1)]
@@ -106,7 +107,8 @@ def test_bases_only_grid_trains_the_bases_and_no_run_then_a_longer_base_continue
 def test_runs_start_in_config_order_even_when_a_later_base_finishes_first(tmp_path):
     "The protocol's unit order survives bases that finish out of order (a fake executor: no training)."
     import threading, time
-    from sdr.experiments import EvalConfig, run_grid
+    from sdr.runs import EvalConfig
+    from sdr.grid import run_grid
     started, lock = [], threading.Lock()
     class Fake:
         def execute(self, kind, c, out, **kw):

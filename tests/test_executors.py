@@ -6,7 +6,9 @@ import pytest
 
 from sdr.core import load_json
 from sdr.executors import ClusterConfig, SubmititExecutor
-from sdr.experiments import EvalConfig, report_experiment, run_grid, scaled_preset, variant_configs
+from sdr.runs import EvalConfig
+from sdr.experiments import report_experiment, scaled_preset, variant_configs
+from sdr.grid import run_grid
 
 VARIANTS = {'baseline': {'srd': {'mechanism': 'none'}}, 'combined': {'srd': {'mechanism': 'combined'}}}
 
@@ -26,7 +28,7 @@ def test_submitit_local_executor_gives_the_local_pools_table(tmp_path):
                          sort_keys=True) for r in ('pool', 'sub')]
     assert tables[0] == tables[1]                                     # the same table ...
     for c in configs:                                                 # ... from the same records, run by run
-        from sdr.experiments import run_dir_for
+        from sdr.runs import run_dir_for
         a, b = (load_json(run_dir_for(tmp_path / r, 'e', c) / 'metrics.json') for r in ('pool', 'sub'))
         assert a['run_id'] == b['run_id'] and a['heldout_loss'] == b['heldout_loss'] and a['steps'] == b['steps']
     again = run_grid('e', configs, root=tmp_path / 'sub', executor=ex, **kw)   # a rerun submits nothing

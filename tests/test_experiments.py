@@ -5,12 +5,15 @@ from pathlib import Path
 import pytest
 
 from sdr.config import preset
-from sdr.experiments import EvalConfig, collect, run_grid, summarize
+from sdr.runs import EvalConfig
+from sdr.tables import collect, summarize
+from sdr.grid import run_grid
 
 SCRIPT = """
 import sys
 from sdr.config import preset
-from sdr.experiments import EvalConfig, run_grid
+from sdr.runs import EvalConfig
+from sdr.grid import run_grid
 c = preset('smoke')
 c = c.replace(train=c.train.replace(steps=40, checkpoint_every=5))
 cfgs = [c.replace(name=v, seed=0, srd=c.srd.replace(mechanism=m)) for v, m in (('baseline', 'none'), ('combined', 'combined'))]

@@ -6,7 +6,7 @@ from sdr.core import make_generator
 from sdr.config import preset
 from sdr.data import load_dataset, to_model_range
 from sdr.diffusion import GaussianDiffusion, cosine_betas, linear_betas
-from sdr.experiments import train_base
+from sdr.runs import train_base
 from sdr.guidance import (Autoguidance, DiscriminatorConfig, DiscriminatorGuidance, GuidanceConfig, guide_trainer,
                           train_discriminator, validation_split)
 from sdr.train import Trainer, base_config

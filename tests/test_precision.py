@@ -93,7 +93,7 @@ def test_bf16_training_stays_close_to_fp32(tmp_path):
 
 
 def test_run_experiment_records_the_resolved_precision(tmp_path, monkeypatch):
-    from sdr.experiments import EvalConfig, run_experiment
+    from sdr.runs import EvalConfig, run_experiment
     from sdr.core import load_json
     ev = EvalConfig(n_samples=2, n_real=2, sample_steps=1, metric='none', heldout=8)
     monkeypatch.setattr(core, 'cpu_flags', lambda: frozenset({'avx2'}))     # no bf16 instructions: auto -> fp32

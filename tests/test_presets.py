@@ -6,7 +6,8 @@ import pytest
 from papermill.cli import _resolve_type
 
 from sdr.config import PRESET_GRIDS, grid_args, grid_settings, preset
-from sdr.experiments import EvalConfig, scaled_preset
+from sdr.runs import EvalConfig
+from sdr.experiments import scaled_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ import io, json, os, subprocess, sys, tarfile
 import pytest
 
 from redesign_fingerprints import GOLDEN, ROOT, fingerprints
-from sdr.experiments import cpu_facts
+from sdr.runs import cpu_facts
 
 BEFORE = 'ac0270e'   # the commit before the redesign (the golden file's commit c07a522, plus the fingerprint script)
 GOLD = json.loads(GOLDEN.read_text())

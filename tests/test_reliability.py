@@ -5,12 +5,16 @@ from pathlib import Path
 import pytest
 
 from sdr.config import preset
-from sdr.experiments import EvalConfig, collect, run_grid
+from sdr.runs import EvalConfig
+from sdr.tables import collect
+from sdr.grid import run_grid
 
 GRID = """
 import json, sys
 from sdr.config import preset
-from sdr.experiments import EvalConfig, collect, run_grid
+from sdr.runs import EvalConfig
+from sdr.tables import collect
+from sdr.grid import run_grid
 c = preset('smoke')
 n = int(sys.argv[3])
 c = c.replace(train=c.train.replace(steps=n, checkpoint_every=5), srd=c.srd.replace(base_steps=min(30, n // 2), cycle=5))
@@ -53,7 +57,7 @@ def test_damaged_run_checkpoint_is_set_aside_and_the_run_restarts(tmp_path, caps
     c = c.replace(train=c.train.replace(steps=12, checkpoint_every=4), srd=c.srd.replace(base_steps=6, cycle=3, n_real=64,
                   n_generated=64, mechanism='combined'))
     ev = EvalConfig(n_samples=4, n_real=4, sample_steps=2, metric='none', heldout=16)
-    from sdr.experiments import run_dir_for
+    from sdr.runs import run_dir_for
     run = run_dir_for(tmp_path, 'd', c)
     ck = run / 'train' / 'checkpoints' / 'last.pt'
     ck.parent.mkdir(parents=True); ck.write_bytes(b'PK\x03\x04 a copy killed half way')
