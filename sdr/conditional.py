@@ -4,14 +4,15 @@
 
 # %% ../nbs/08a_conditional.ipynb #3b1fc56b
 from __future__ import annotations
-import math, time
+from fastcore.basics import patch
+import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .core import check_choice, check_int, check_range, derive_seed, make_generator
-from .config import MFAM_MODES, ConditionalConfig, ExperimentConfig
+from .config import ConditionalConfig, ExperimentConfig
 from .data import load_dataset, to_model_range
 from .unet import UNet, build_unet
 from .uvit import UViT, build_backbone
@@ -104,7 +105,7 @@ def class_balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     check_int('n', n, 1); check_int('num_classes', num_classes, 2)
     return torch.arange(n) % num_classes
 
-# %% ../nbs/08a_conditional.ipynb #cdf04053
+# %% ../nbs/08a_conditional.ipynb #8a2e678a
 class ConditionalTrainer(SRDTrainer):
     "SRD for a class-conditional model: labels + label dropout in training, guided samples for the highlighter, mFAM and evaluation."
     def __init__(self, cfg: ExperimentConfig, out_dir, *, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -123,7 +124,6 @@ class ConditionalTrainer(SRDTrainer):
                              f'(one external embedding per class); got {None if class_context is None else tuple(class_context.shape)}')
         if co.cond_dim == 0 and class_context is not None: raise ValueError('class_context is only used with cond_dim > 0')
         self.labels, self.class_context = labels, class_context
-        self._y = self._drop = None
         super().__init__(cfg, out_dir, images=images, **kw)
 
     def build_model(self) -> nn.Module: return build_conditional_unet(self.cfg, device=self.device)
@@ -133,46 +133,55 @@ class ConditionalTrainer(SRDTrainer):
         if self.class_context is None: return {'y': y}
         return {'context': self.class_context.to(y.device)[y]}
 
-    # -- training ---------------------------------------------------------------------------
-    def batch(self, step: int) -> torch.Tensor:
-        idx = self.order.indices(step)
-        g = make_generator(derive_seed(self.cfg.seed, 'label_dropout', step))   # a pure function of the step
-        self._y = self.labels[idx].to(self.device)
-        self._drop = (torch.rand(len(idx), generator=g) < self.cfg.conditional.p_uncond).to(self.device)
-        return to_model_range(self.images[idx]).to(self.device)
+# %% ../nbs/08a_conditional.ipynb #e9f6874a
+@patch
+def batch(self: ConditionalTrainer, step: int) -> tuple[torch.Tensor, dict]:
+    "x0 of `step` with its labels `y` and label-dropout mask `drop` (a pure function of the step)."
+    idx = self.order.indices(step)
+    g = make_generator(derive_seed(self.cfg.seed, 'label_dropout', step))   # a pure function of the step
+    y = self.labels[idx].to(self.device)
+    drop = (torch.rand(len(idx), generator=g) < self.cfg.conditional.p_uncond).to(self.device)
+    return to_model_range(self.images[idx]).to(self.device), {'y': y, 'drop': drop}
 
-    def denoiser(self):
-        model, drop, kw = self.model, self._drop, self.condition(self._y)
-        return lambda x, t: model(x, t, drop=drop, **kw)
+@patch
+def denoiser(self: ConditionalTrainer):
+    "The model called with a batch's labels (as labels, or as their classes' embeddings) and dropout mask."
+    model = self.model
+    return lambda x, t, y, drop: model(x, t, drop=drop, **self.condition(y))
 
-    # -- SRD's map --------------------------------------------------------------------------
-    def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
-        "global: the paper's mFAM (1, 1, H, W); per_class: (K, 1, H, W), the mean FAM of each class's samples."
-        if self.cfg.conditional.mfam == 'global': return super().reduce_maps(maps)
-        labels = class_balanced_labels(len(maps), self.cfg.conditional.num_classes).to(maps.device)
-        return torch.stack([maps[labels == k].mean(0) for k in range(self.cfg.conditional.num_classes)])
+# %% ../nbs/08a_conditional.ipynb #d1f2e3c2
+@patch
+def reduce_maps(self: ConditionalTrainer, maps: torch.Tensor) -> torch.Tensor:
+    "global: the paper's mFAM (1, 1, H, W); per_class: (K, 1, H, W), the mean FAM of each class's samples."
+    if self.cfg.conditional.mfam == 'global': return super(ConditionalTrainer, self).reduce_maps(maps)
+    labels = class_balanced_labels(len(maps), self.cfg.conditional.num_classes).to(maps.device)
+    return torch.stack([maps[labels == k].mean(0) for k in range(self.cfg.conditional.num_classes)])
 
-    def batch_map(self) -> torch.Tensor:
-        return self.mfam if self.cfg.conditional.mfam == 'global' else self.mfam[self._y]
+@patch
+def batch_map(self: ConditionalTrainer, model_kwargs: dict) -> torch.Tensor:
+    return self.mfam if self.cfg.conditional.mfam == 'global' else self.mfam[model_kwargs['y']]
 
-    # -- sampling ---------------------------------------------------------------------------
-    def guided(self, model: nn.Module, labels: torch.Tensor, scale: float | None = None) -> GuidedDenoiser:
-        scale = self.cfg.conditional.guidance_scale if scale is None else scale
-        return GuidedDenoiser(model, scale=scale, **self.condition(labels.to(self.device)))
+# %% ../nbs/08a_conditional.ipynb #245e724a
+@patch
+def guided(self: ConditionalTrainer, model: nn.Module, labels: torch.Tensor, scale: float | None = None) -> GuidedDenoiser:
+    scale = self.cfg.conditional.guidance_scale if scale is None else scale
+    return GuidedDenoiser(model, scale=scale, **self.condition(labels.to(self.device)))
 
-    def sampling_model(self, model: nn.Module, rows: slice, n: int, labels: torch.Tensor | None = None,
-                       guidance_scale: float | None = None) -> GuidedDenoiser:
-        "Guidance over the labels of samples `rows` (default labels: `class_balanced_labels(n, K)`, as the mFAM's samples use)."
-        labels = class_balanced_labels(n, self.cfg.conditional.num_classes) if labels is None else labels
-        return self.guided(model, labels[rows], guidance_scale)
+@patch
+def sampling_model(self: ConditionalTrainer, model: nn.Module, rows: slice, n: int, labels: torch.Tensor | None = None,
+                   guidance_scale: float | None = None) -> GuidedDenoiser:
+    "Guidance over the labels of samples `rows` (default labels: `class_balanced_labels(n, K)`, as the mFAM's samples use)."
+    labels = class_balanced_labels(n, self.cfg.conditional.num_classes) if labels is None else labels
+    return self.guided(model, labels[rows], guidance_scale)
 
-    def sample(self, n: int, *, labels: torch.Tensor | None = None, guidance_scale: float | None = None, **kw) -> torch.Tensor:
-        "n guided samples in [-1, 1] of `labels` (default: class-balanced, `class_balanced_labels(n, K)`), reproducible from `seed`."
-        K = self.cfg.conditional.num_classes
-        check_int('n', n, 1)
-        if labels is not None and (labels.shape != (n,) or labels.min() < 0 or labels.max() >= K):
-            raise ValueError(f'labels must be ({n},) values in [0, {K - 1}]; got shape {tuple(labels.shape)}')
-        return super().sample(n, labels=labels, guidance_scale=guidance_scale, **kw)
+@patch
+def sample(self: ConditionalTrainer, n: int, *, labels: torch.Tensor | None = None, guidance_scale: float | None = None, **kw) -> torch.Tensor:
+    "n guided samples in [-1, 1] of `labels` (default: class-balanced, `class_balanced_labels(n, K)`), reproducible from `seed`."
+    K = self.cfg.conditional.num_classes
+    check_int('n', n, 1)
+    if labels is not None and (labels.shape != (n,) or labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f'labels must be ({n},) values in [0, {K - 1}]; got shape {tuple(labels.shape)}')
+    return super(ConditionalTrainer, self).sample(n, labels=labels, guidance_scale=guidance_scale, **kw)
 
 # %% ../nbs/08a_conditional.ipynb #8e2cac7a
 @torch.no_grad()

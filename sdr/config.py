@@ -61,7 +61,7 @@ def config_hash(cfg: ConfigBase, n: int = 10) -> str:
     blob = json.dumps(_hash_dict(cfg), sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
-# %% ../nbs/00a_config.ipynb #163b235f
+# %% ../nbs/00a_config.ipynb #5102010c
 DATASETS = ('fashion_mnist', 'folder')
 
 @_register
@@ -106,6 +106,7 @@ class UNetConfig(ConfigBase):
             if w % self.groups: raise ValueError(f'groups={self.groups} must divide every width; base_channels*mult={w} is not divisible')
             if w % self.num_heads: raise ValueError(f'num_heads={self.num_heads} must divide every width; {w} is not divisible')
 
+# %% ../nbs/00a_config.ipynb #232a763c
 @_register
 @dataclass(frozen=True)
 class DiffusionConfig(ConfigBase):
@@ -138,6 +139,7 @@ class SampleConfig(ConfigBase):
         check_int('n_samples', self.n_samples, 1)
         check_int('batch_size', self.batch_size, 1)
 
+# %% ../nbs/00a_config.ipynb #d8db35c5
 @_register
 @dataclass(frozen=True)
 class TrainConfig(ConfigBase):
@@ -162,6 +164,7 @@ class TrainConfig(ConfigBase):
         check_int('checkpoint_every', self.checkpoint_every, 1)
         check_int('log_every', self.log_every, 1)
 
+# %% ../nbs/00a_config.ipynb #92f94ef5
 MECHANISMS = ('none', 'forward', 'reverse', 'combined')
 MAP_CONTROLS = ('none', 'uniform', 'centre', 'permuted', 'untrained')   # 'none': the flaw map itself (notebook 05)
 CAM_READS = ('conv', 'activation')   # where Grad-CAM reads the highlighter (notebook 04)
@@ -199,6 +202,7 @@ class HighlighterConfig(ConfigBase):
         check_range('weight_decay', self.weight_decay, 0.0)
         check_range('holdout', self.holdout, 0.0, 0.5, lo_incl=False)
 
+# %% ../nbs/00a_config.ipynb #eaa2e512
 @_register
 @dataclass(frozen=True)
 class SRDConfig(ConfigBase):
@@ -249,6 +253,7 @@ class SRDConfig(ConfigBase):
         check_int('n_real', self.n_real, 2); check_int('n_generated', self.n_generated, 2)
         check_int('highlighter_sample_steps', self.highlighter_sample_steps, 1)
 
+# %% ../nbs/00a_config.ipynb #fd26b9a8
 @_register
 @dataclass(frozen=True)
 class AutoencoderConfig(ConfigBase):
@@ -282,6 +287,7 @@ class AutoencoderConfig(ConfigBase):
     @property
     def latent_size(self) -> int: return self.image_size // self.factor
 
+# %% ../nbs/00a_config.ipynb #a6cfef81
 MFAM_MODES = ('global', 'per_class')
 
 @_register
@@ -304,6 +310,7 @@ class ConditionalConfig(ConfigBase):
             raise ValueError(f'guidance_scale={self.guidance_scale} needs an unconditional model, but p_uncond=0 never '
                              'trains one: use p_uncond in (0, 1) or guidance_scale=1')
 
+# %% ../nbs/00a_config.ipynb #f0665009
 UVIT_SRD_BLOCKS = ('in_out', 'all')
 
 @_register

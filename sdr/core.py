@@ -13,9 +13,9 @@ import torch
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'pick_device', 'evaluating', 'check_range', 'check_int', 'check_choice',
-           'seed_everything', 'derive_seed', 'make_generator', 'seeded_build', 'atomic_write', 'save_json',
-           'save_torch', 'load_json', 'check_notebook_parameters', 'cpu_flags', 'cpu_model', 'bf16_speedup',
-           'resolve_precision', 'precision_context', 'grad_scaler']
+           'seed_everything', 'derive_seed', 'make_generator', 'seeded_build', 'differing_weights',
+           'assert_same_weights', 'atomic_write', 'save_json', 'save_torch', 'load_json', 'check_notebook_parameters',
+           'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision', 'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #db66943f
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -95,6 +95,25 @@ def seeded_build(factory, *, generator: torch.Generator | None = None):
         torch.manual_seed(seed)
         return factory()
 
+# %% ../nbs/00_core.ipynb #b9d55b00
+def _tensors(obj) -> dict:
+    "A module's state dict, or a mapping of name -> tensor as it is."
+    return obj.state_dict() if isinstance(obj, torch.nn.Module) else dict(obj)
+
+def differing_weights(a, b, *, names: Iterable[str] | None = None) -> list[str]:
+    """Sorted names of the tensors that differ between modules or state dicts `a` and `b`; a name on one side only counts.
+    `names` restricts the comparison to those tensors (e.g. `names=a.state_dict()`: b may hold more, as SRD's projections)."""
+    ta, tb = _tensors(a), _tensors(b)
+    keys = set(ta) | set(tb) if names is None else set(names)
+    same = lambda k: (k in ta and k in tb and ta[k].shape == tb[k].shape and ta[k].dtype == tb[k].dtype
+                      and torch.equal(ta[k].cpu(), tb[k].cpu()))
+    return sorted(k for k in keys if not same(k))
+
+def assert_same_weights(a, b, what: str = 'weights', *, names: Iterable[str] | None = None):
+    "Raise AssertionError naming (up to 5 of) the tensors in which `a` and `b` differ (`names`: as `differing_weights`)."
+    differ = differing_weights(a, b, names=names)
+    if differ: raise AssertionError(f'{what}: {len(differ)} tensors differ, e.g. {differ[:5]}')
+
 # %% ../nbs/00_core.ipynb #76dc6b0a
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, suffix: str = '.tmp') -> Path:
     """Write `path` atomically: `write(tmp)` fills a temporary file with a unique name in the same folder, then a rename.
@@ -149,7 +168,7 @@ def check_notebook_parameters() -> list[str]:
                          f'itself only warns "Passed unknown parameter" and would run with the defaults)')
     return given
 
-# %% ../nbs/00_core.ipynb #5e7f31e0
+# %% ../nbs/00_core.ipynb #0a272aea
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')   # ExperimentConfig.precision (sdr.config)
 
 def cpu_flags() -> frozenset[str]:
@@ -171,6 +190,7 @@ def cpu_model() -> str:
     import platform
     return platform.processor() or platform.machine()
 
+# %% ../nbs/00_core.ipynb #ebbcac52
 BF16_MIN_SPEEDUP = 1.1   # 'auto' picks bf16 on an AVX512-BF16 CPU without AMX when it measured at least this much faster
 
 def _bf16_probe(blocks: int = 3) -> float:
@@ -206,6 +226,7 @@ def bf16_speedup(*, cache_dir=None, refresh: bool = False) -> float:
     save_json({**key, 'speedup': round(speedup, 3)}, path)
     return speedup
 
+# %% ../nbs/00_core.ipynb #731e1c2f
 def resolve_precision(precision: str = 'auto', device: torch.device | str = 'cpu', *, flags: Iterable[str] | None = None) -> str:
     """'fp32', 'bf16' or 'fp16' for `precision` ('auto' | 'fp32' | 'bf16' | 'fp16') on `device`. 'auto': bf16 on a CUDA GPU
     that supports it, on a CPU with AMX-BF16, and on a CPU with AVX512-BF16 where `bf16_speedup()` >= `BF16_MIN_SPEEDUP`;
@@ -236,4 +257,3 @@ def grad_scaler(precision: str, device: torch.device | str = 'cpu', **kw) -> 'to
     clipping), `step(opt)`, `update()`. `kw` go to `torch.amp.GradScaler` (e.g. `init_scale`)."""
     check_choice('precision', precision, ('fp32', 'bf16', 'fp16'))
     return torch.amp.GradScaler(torch.device(device).type, enabled=precision == 'fp16', **kw)
-

@@ -155,13 +155,13 @@ def vlb_terms(self: GaussianDiffusion, out: torch.Tensor, x0: torch.Tensor, x_t:
 
 @patch
 def training_losses(self: GaussianDiffusion, model: Callable, x0: torch.Tensor, t: torch.Tensor, *, noise: torch.Tensor,
-                    target: torch.Tensor | None = None) -> dict:
-    "Per-example losses. `noise` goes into x_t; ε_θ regresses onto `target` (default: `noise`)."
+                    target: torch.Tensor | None = None, model_kwargs: dict | None = None) -> dict:
+    "Per-example losses. `noise` goes into x_t; ε_θ regresses onto `target` (default: `noise`); `model_kwargs` go to `model`."
     if noise.shape != x0.shape: raise ValueError(f'noise.shape={tuple(noise.shape)} must equal x0.shape={tuple(x0.shape)}')
     target = noise if target is None else target
     if target.shape != x0.shape: raise ValueError(f'target.shape={tuple(target.shape)} must equal x0.shape={tuple(x0.shape)}')
     x_t = self.q_sample(x0, t, noise)
-    out = model(x_t, t)
+    out = model(x_t, t, **(model_kwargs or {}))
     eps, v = self._split_output(out, x_t)
     terms = {'mse': mean_flat((target - eps) ** 2)}
     if v is not None:

@@ -4,6 +4,7 @@
 
 # %% ../nbs/06b_distributed.ipynb #65a19176
 from __future__ import annotations
+from fastcore.basics import patch
 import argparse, datetime, json, os, sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def rank_device(prefer: str | None = None) -> torch.device:
     if prefer: return torch.device(prefer)
     return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
 
-# %% ../nbs/06b_distributed.ipynb #3861365d
+# %% ../nbs/06b_distributed.ipynb #bb99daf0
 class DistributedSRDTrainer(SRDTrainer):
     "`SRDTrainer` under DDP: sharded global batches, one broadcast mFAM and highlighter, rank 0 writes. One process: `SRDTrainer`."
     def __init__(self, cfg: ExperimentConfig, out_dir, **kw):
@@ -65,87 +66,97 @@ class DistributedSRDTrainer(SRDTrainer):
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
 
-    # -- data, gradients, stopping ------------------------------------------------------------
-    def shard(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(x) // self.world_size
-        return x[self.rank * n:(self.rank + 1) * n]
+# %% ../nbs/06b_distributed.ipynb #552586e4
+@patch
+def shard(self: DistributedSRDTrainer, x: torch.Tensor) -> torch.Tensor:
+    n = len(x) // self.world_size
+    return x[self.rank * n:(self.rank + 1) * n]
 
-    def denoiser(self):
-        "The model inside DDP, rewrapped whenever its parameters change (the map projections join at the phase boundary)."
-        if self.world_size == 1: return self.model
-        ids = tuple(id(p) for p in self.model.parameters() if p.requires_grad)
-        if self._ddp is None or ids != self._ddp_params:
-            self._ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
-                                                find_unused_parameters=False)
-            self._ddp_params = ids
-        return self._ddp
+@patch
+def denoiser(self: DistributedSRDTrainer):
+    "The model inside DDP, rewrapped whenever its parameters change (the map projections join at the phase boundary)."
+    if self.world_size == 1: return self.model
+    ids = tuple(id(p) for p in self.model.parameters() if p.requires_grad)
+    if self._ddp is None or ids != self._ddp_params:
+        self._ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
+                                            find_unused_parameters=False)
+        self._ddp_params = ids
+    return self._ddp
 
-    def train_step(self) -> dict:
-        terms = super().train_step()
-        if self.world_size == 1: return terms
-        v = torch.tensor(list(terms.values()), dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(v); v /= self.world_size   # the logged loss is the global batch's, as on one process
-        return dict(zip(terms, v.tolist()))
+@patch
+def train_step(self: DistributedSRDTrainer) -> dict:
+    terms = super(DistributedSRDTrainer, self).train_step()
+    if self.world_size == 1: return terms
+    v = torch.tensor(list(terms.values()), dtype=torch.float64, device=self._comm_device())
+    dist.all_reduce(v); v /= self.world_size   # the logged loss is the global batch's, as on one process
+    return dict(zip(terms, v.tolist()))
 
-    def stop_requested(self, stop) -> bool:
-        if self.world_size == 1: return super().stop_requested(stop)
-        flag = torch.tensor([float(stop.signum is not None)], device=self._comm_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)   # a signal on any rank stops every rank after this same step
-        return bool(flag.item())
+@patch
+def stop_requested(self: DistributedSRDTrainer, stop) -> bool:
+    if self.world_size == 1: return super(DistributedSRDTrainer, self).stop_requested(stop)
+    flag = torch.tensor([float(stop.signum is not None)], device=self._comm_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)   # a signal on any rank stops every rank after this same step
+    return bool(flag.item())
 
-    # -- one highlighter and one mFAM for all ranks ---------------------------------------------
-    def train_highlighter(self):
-        "Rank 0 fits (or loads) the highlighter; its weights and report are broadcast. Once per step."
-        if self._highlighter_step == self.step: return
-        if self.rank == 0: super().train_highlighter()
-        if self.world_size > 1:
-            if self.highlighter is None:   # the same architecture, its weights from rank 0
-                with torch.random.fork_rng(devices=[]):
-                    self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
-                self.highlighter.eval()
-            for t in self.highlighter.state_dict().values(): dist.broadcast(t, 0)
-            box = [self.highlighter_report]; dist.broadcast_object_list(box, 0); self.highlighter_report = box[0]
-        self._highlighter_step = self.step
+# %% ../nbs/06b_distributed.ipynb #9ba1f501
+@patch
+def train_highlighter(self: DistributedSRDTrainer):
+    "Rank 0 fits (or loads) the highlighter; its weights and report are broadcast. Once per step."
+    if self._highlighter_step == self.step: return
+    if self.rank == 0: super(DistributedSRDTrainer, self).train_highlighter()
+    if self.world_size > 1:
+        if self.highlighter is None:   # the same architecture, its weights from rank 0
+            with torch.random.fork_rng(devices=[]):
+                self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
+            self.highlighter.eval()
+        for t in self.highlighter.state_dict().values(): dist.broadcast(t, 0)
+        box = [self.highlighter_report]; dist.broadcast_object_list(box, 0); self.highlighter_report = box[0]
+    self._highlighter_step = self.step
 
-    def refresh_mfam(self):
-        "Rank 0 samples, runs Grad-CAM and reduces the maps; the mFAM and its history entry are broadcast."
-        s = self.cfg.srd
-        if s.retrain_highlighter and self.mfam is not None: self.train_highlighter()   # every rank joins its broadcast
-        if self.rank == 0: super().refresh_mfam()
-        if self.world_size == 1: return
-        box = [(self.mfam.cpu(), self.mfam_history[-1]) if self.rank == 0 else None]
-        dist.broadcast_object_list(box, 0)
-        if self.rank:
-            M, entry = box[0]
-            self.mfam, self.mfam_step = M.to(self.device), self.step
-            self.mfam_history.append(entry)
+@patch
+def refresh_mfam(self: DistributedSRDTrainer):
+    "Rank 0 samples, runs Grad-CAM and reduces the maps; the mFAM and its history entry are broadcast."
+    s = self.cfg.srd
+    if s.retrain_highlighter and self.mfam is not None: self.train_highlighter()   # every rank joins its broadcast
+    if self.rank == 0: super(DistributedSRDTrainer, self).refresh_mfam()
+    if self.world_size == 1: return
+    box = [(self.mfam.cpu(), self.mfam_history[-1]) if self.rank == 0 else None]
+    dist.broadcast_object_list(box, 0)
+    if self.rank:
+        M, entry = box[0]
+        self.mfam, self.mfam_step = M.to(self.device), self.step
+        self.mfam_history.append(entry)
 
-    # -- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        if self.world_size > 1:   # every rank's global RNG (dropout), so a resume is exact on every rank
-            states = [None] * self.world_size
-            dist.all_gather_object(states, torch.get_rng_state())
-            sd['rank_rng'] = states
-        return sd
+# %% ../nbs/06b_distributed.ipynb #3c61f1a3
+@patch
+def state_dict(self: DistributedSRDTrainer) -> dict:
+    sd = super(DistributedSRDTrainer, self).state_dict()
+    if self.world_size > 1:   # every rank's global RNG (dropout), so a resume is exact on every rank
+        states = [None] * self.world_size
+        dist.all_gather_object(states, torch.get_rng_state())
+        sd['rank_rng'] = states
+    return sd
 
-    def load_state_dict(self, sd: dict):
-        super().load_state_dict(sd)
-        states = sd.get('rank_rng')
-        if states is not None and len(states) == self.world_size: torch.set_rng_state(states[self.rank])
+@patch
+def load_state_dict(self: DistributedSRDTrainer, sd: dict):
+    super(DistributedSRDTrainer, self).load_state_dict(sd)
+    states = sd.get('rank_rng')
+    if states is not None and len(states) == self.world_size: torch.set_rng_state(states[self.rank])
 
-    def save(self) -> Path:
-        sd = self.state_dict()   # collective: every rank calls save at the same step
-        if self.rank == 0: save_checkpoint(sd, self.checkpoint_path)
-        self.barrier()   # nobody reads a checkpoint that is still being written
-        return self.checkpoint_path
+@patch
+def save(self: DistributedSRDTrainer) -> Path:
+    sd = self.state_dict()   # collective: every rank calls save at the same step
+    if self.rank == 0: save_checkpoint(sd, self.checkpoint_path)
+    self.barrier()   # nobody reads a checkpoint that is still being written
+    return self.checkpoint_path
 
-    def resume(self) -> bool:
-        if self.world_size > 1:
-            if self.rank == 0 and self.checkpoint_path.exists() and not checkpoint_ok(self.checkpoint_path):
-                print(f'{self.checkpoint_path} is damaged: set aside as {set_aside(self.checkpoint_path).name}', file=sys.stderr, flush=True)
-            self.barrier()
-        return super().resume()
+@patch
+def resume(self: DistributedSRDTrainer) -> bool:
+    if self.world_size > 1:
+        if self.rank == 0 and self.checkpoint_path.exists() and not checkpoint_ok(self.checkpoint_path):
+            print(f'{self.checkpoint_path} is damaged: set aside as {set_aside(self.checkpoint_path).name}', file=sys.stderr, flush=True)
+        self.barrier()
+    return super(DistributedSRDTrainer, self).resume()
 
 # %% ../nbs/06b_distributed.ipynb #9b375ede
 def main(argv=None):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09c_executors.ipynb #93b17c2e
 from __future__ import annotations
-import json, os, signal, sys, time
+import json, os, signal, time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -143,7 +143,7 @@ def bootstrap_mean_ci(values, *, generator: torch.Generator, n_boot: int = 2000,
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
     return float(values.mean()), lo, hi
 
-# %% ../nbs/04b_fam_benchmark.ipynb #afacc7de
+# %% ../nbs/04b_fam_benchmark.ipynb #084b48de
 @_register
 @dataclass(frozen=True)
 class LocalizationConfig(ConfigBase):
@@ -177,6 +177,7 @@ def localization_preset(name: str = 'full', **overrides) -> LocalizationConfig:
     else: cfg = LocalizationConfig()
     return cfg.replace(**overrides) if overrides else cfg
 
+# %% ../nbs/04b_fam_benchmark.ipynb #5acbc92c
 def _corrupt_mixed(images, kinds, *, patch, min_object, generator):
     "Corrupt images[i] with kinds[i % len(kinds)]."
     kind_idx = torch.arange(len(images)) % len(kinds)
@@ -220,6 +221,7 @@ def _localization_replicate(train_images, clean_test, rows, cfg, replicate, devi
                                   constant=fams.flatten(1).amax(1) == 0)
     return out
 
+# %% ../nbs/04b_fam_benchmark.ipynb #a96f31ba
 def _localization_summary(rows, reps, ci) -> dict:
     "Pooled (images x replicates) means with CIs, per-replicate means, paired FAM - baseline differences."
     cat = torch.cat
@@ -262,7 +264,7 @@ def fam_localization_benchmark(train_images: torch.Tensor, test_images: torch.Te
                 mask_fraction=cfg.patch ** 2 / hc.image_size ** 2, seconds=time.time() - t0, device=str(device),
                 torch=torch.__version__, examples=examples, models=[rep['model'] for rep in reps])
 
-# %% ../nbs/04b_fam_benchmark.ipynb #5ead7e1a
+# %% ../nbs/04b_fam_benchmark.ipynb #a130ac63
 _METHODS = ('fam',) + BASELINES
 
 def plot_fam_localization(result: dict, *, n_examples: int = 4):
@@ -299,6 +301,7 @@ def plot_fam_localization(result: dict, *, n_examples: int = 4):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/04b_fam_benchmark.ipynb #2227afc6
 def _fmt_ci(t, pct: bool = True) -> str:
     m, lo, hi = t
     return f'{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]' if pct else f'{m:.3f} [{lo:.3f}, {hi:.3f}]'

@@ -22,7 +22,7 @@ from .inception import _safe, default_cache_dir
 # %% auto #0
 __all__ = ['DomainClassifier', 'train_domain_classifier', 'DomainFeatures', 'load_domain_extractor']
 
-# %% ../nbs/07b_fd_domain.ipynb #45bda652
+# %% ../nbs/07b_fd_domain.ipynb #06b1338c
 class DomainClassifier(nn.Module):
     "Small CNN classifier of the dataset's labels; its pooled 4·width features define FD-domain."
     def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 32):
@@ -75,6 +75,7 @@ def train_domain_classifier(data_cfg: DataConfig, *, epochs: int = 2, batch_size
     return model, {'test_accuracy': round(acc, 4), 'n_train': len(x), 'classes': len(classes), 'epochs': epochs,
                    'steps': steps, 'train_seconds': round(time.time() - t0, 1)}
 
+# %% ../nbs/07b_fd_domain.ipynb #0a81795a
 class DomainFeatures:
     "The FD-domain extractor: a trained `DomainClassifier`'s pooled features of uint8 images at the data's size."
     labels = ('FD-domain', 'KD-domain')

@@ -80,7 +80,7 @@ class FlawHighlighter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-# %% ../nbs/04_highlighter.ipynb #001694c4
+# %% ../nbs/04_highlighter.ipynb #cd40e650
 def _check_images(images, name='images'):
     if not isinstance(images, torch.Tensor): raise ValueError(f'{name} must be a torch.Tensor, got {type(images).__name__}')
     if images.ndim != 4: raise ValueError(f'{name} has shape {tuple(images.shape)}: expected (N, C, H, W)')
@@ -121,6 +121,7 @@ def _split(n: int, holdout: float, generator) -> tuple[torch.Tensor, torch.Tenso
     n_test = max(1, round(holdout * n))
     return perm[n_test:], perm[:n_test]
 
+# %% ../nbs/04_highlighter.ipynb #8155a065
 def train_flaw_highlighter(real: torch.Tensor, generated: torch.Tensor, *, cfg: HighlighterConfig | None = None,
                            generator: torch.Generator | None = None, device=None, progress: bool = True,
                            warn_below: float = 0.6, warn_above: float = 0.99) -> tuple[FlawHighlighter, dict]:

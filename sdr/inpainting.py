@@ -7,7 +7,6 @@ from __future__ import annotations
 import math, time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn as nn
 

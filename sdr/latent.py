@@ -4,16 +4,16 @@
 
 # %% ../nbs/08_latent.ipynb #83e4e459
 from __future__ import annotations
+from fastcore.basics import patch
 import contextlib, hashlib, math, os, time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import check_choice, check_int, check_range, derive_seed, evaluating, make_generator, pick_device, seeded_build
-from .config import SAMPLERS, AutoencoderConfig, ConfigBase, ExperimentConfig, _register
+from .core import check_choice, check_int, derive_seed, evaluating, make_generator, pick_device, seeded_build
+from .config import AutoencoderConfig, ExperimentConfig
 from .data import show_images, to_model_range
 from .unet import UNet
 from .srd import check_map, modulate_attention
@@ -250,7 +250,7 @@ def resize_map(M: torch.Tensor, size: int) -> torch.Tensor:
     if tuple(M.shape[-2:]) == (size, size): return M
     return F.interpolate(M, size=(size, size), mode='bilinear', antialias=True, align_corners=False).clamp(0, 1)
 
-# %% ../nbs/08_latent.ipynb #2200a1c4
+# %% ../nbs/08_latent.ipynb #146c9974
 class LatentSRDTrainer(SRDTrainer):
     "SRD for latent diffusion: a latent U-Net on autoencoder latents, reverse mechanism only, FAMs on decoded samples."
     def __init__(self, cfg: ExperimentConfig, out_dir, *, ae_cfg: AutoencoderConfig | None = None,
@@ -272,13 +272,15 @@ class LatentSRDTrainer(SRDTrainer):
         if autoencoder is not None and autoencoder.cfg != ae_cfg:
             raise ValueError(f'autoencoder.cfg={autoencoder.cfg} differs from ae_cfg={ae_cfg}')
         latent_sides(cfg, ae_cfg)
+        if cfg.srd.sample_modulation:   # the sampling-time modulation control is built for the pixel grid's mFAM
+            raise ValueError('sample_modulation=True is not available for latent diffusion: it modulates with the pixel-grid mFAM')
         if cfg.srd.mechanism == 'reverse' and not cfg.unet.attention_resolutions:
             raise ValueError("mechanism='reverse' needs self-attention: unet.attention_resolutions=() is empty")
         self.ae_cfg = ae_cfg   # before Trainer.__init__, which calls `build_model`
         super().__init__(cfg, out_dir, base_checkpoint=base_checkpoint, **kw)
         self.autoencoder = self._get_autoencoder(autoencoder)
         self.autoencoder_hash = autoencoder_hash(self.autoencoder)
-        self.latents = encode_images(self.autoencoder, self.images)   # (N, k, S/f, S/f) float32, CPU
+        self.latents = self.encode(self.images)   # (N, k, S/f, S/f) float32, CPU: every training image, encoded once
 
     def build_model(self) -> nn.Module: return build_latent_unet(self.cfg, self.ae_cfg, device=self.device)
 
@@ -300,81 +302,63 @@ class LatentSRDTrainer(SRDTrainer):
         save_autoencoder(ae, path, report=report)
         return ae
 
-    # -- data and samples ---------------------------------------------------------------------
-    def batch(self, step: int) -> torch.Tensor:
-        "The latent training batch of `step` (scaled latents of the pixel trainer's batch)."
-        return self.latents[self.order.indices(step)].to(self.device)
+# %% ../nbs/08_latent.ipynb #9ef6d4c6
+@patch
+def batch(self: LatentSRDTrainer, step: int) -> tuple[torch.Tensor, dict]:
+    "The latent training batch of `step` (scaled latents of the pixel trainer's batch); no keyword arguments."
+    return self.latents[self.order.indices(step)].to(self.device), {}
 
-    @torch.no_grad()
-    def sample_latents(self, model, n: int, *, generator: torch.Generator, sampler: str = 'ddim', steps: int = 50,
-                       eta: float = 0.0, batch_size: int = 256) -> torch.Tensor:
-        "n latents from `model` (DDIM or ancestral), unclipped, in chunks."
-        check_int('n', n, 1); check_choice('sampler', sampler, SAMPLERS)
-        with self.autocast():
-            return torch.cat([self.diffusion.sample(model, (min(batch_size, n - i), *self.autoencoder.latent_shape), sampler=sampler,
-                                                    steps=steps, eta=eta, generator=generator, device=self.device, clip=False)
-                              for i in range(0, n, batch_size)])
+@patch
+def encode(self: LatentSRDTrainer, images: torch.Tensor) -> torch.Tensor:
+    "uint8 images -> scaled latents (CPU), the space the latent U-Net works in."
+    return encode_images(self.autoencoder, images)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        "Images in [-1, 1] of scaled latents."
-        return decode_latents(self.autoencoder, z)
+@patch
+def decode(self: LatentSRDTrainer, z: torch.Tensor) -> torch.Tensor:
+    "Images in [-1, 1] of scaled latents."
+    return decode_latents(self.autoencoder, z)
 
-    def _ema_samples(self, n: int, steps: int, label) -> torch.Tensor:
-        g = make_generator(derive_seed(self.cfg.seed, 'srd', label))
-        return self.decode(self.sample_latents(self.ema.model, n, generator=g, steps=steps))
+@patch(as_prop=True)
+def sample_shape(self: LatentSRDTrainer) -> tuple: return self.autoencoder.latent_shape
 
-    def sample(self, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
-               batch_size=None, progress: bool = False) -> torch.Tensor:
-        "n decoded samples in [-1, 1] (CPU) from the EMA (default) or raw latent model, reproducible from `seed`."
-        sc = self.cfg.sample
-        g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
-        z = self.sample_latents(self.ema.model if ema else self.model, n, generator=g, sampler=sampler or sc.sampler,
-                                steps=steps or sc.steps, eta=sc.eta if eta is None else eta, batch_size=batch_size or sc.batch_size)
-        return self.decode(z).cpu()
+@patch(as_prop=True)
+def clip_denoised(self: LatentSRDTrainer) -> bool: return False   # latents are unbounded: never clipped to [-1, 1]
 
-    @torch.no_grad()
-    def eval_loss(self, images: torch.Tensor, *, ema: bool = True, seed: int = 0, batch_size: int = 256) -> float:
-        "Mean latent training loss on held-out uint8 `images` (encoded) with fixed (t, eps) drawn from `seed`."
-        model = (self.ema.model if ema else self.model).eval()
-        g, total = make_generator(derive_seed(seed, 'eval_loss')), 0.0
-        z = encode_images(self.autoencoder, images)
-        for i in range(0, len(z), batch_size):
-            z0 = z[i:i + batch_size].to(self.device)
-            t = self.diffusion.sample_timesteps(len(z0), generator=g, device=self.device)
-            eps = torch.randn(z0.shape, generator=g).to(self.device)
-            with self.autocast(): total += self.diffusion.training_losses(model, z0, t, noise=eps)['loss'].sum().item()
-        if not ema: self.model.train()
-        return total / len(z)
+# %% ../nbs/08_latent.ipynb #f1875b93
+@patch(as_prop=True)
+def latent_mfam(self: LatentSRDTrainer) -> torch.Tensor | None:
+    "The current mFAM resized to the latent grid (None before the first refresh)."
+    return None if self.mfam is None else resize_map(self.mfam, self.ae_cfg.latent_size)
 
-    # -- the reverse mechanism on the latent grid ------------------------------------------------
-    @property
-    def latent_mfam(self) -> torch.Tensor | None:
-        "The current mFAM resized to the latent grid (None before the first refresh)."
-        return None if self.mfam is None else resize_map(self.mfam, self.ae_cfg.latent_size)
+@patch
+def make_noise(self: LatentSRDTrainer, x0, t, eps, model_kwargs): return eps, eps   # never the forward mechanism
 
-    def make_noise(self, x0, t, eps): return eps, eps   # never the forward mechanism
+@patch
+def step_context(self: LatentSRDTrainer, model_kwargs):
+    if self.refining and self.uses_reverse:
+        return modulate_attention(self.model, self.latent_mfam, self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
+    return contextlib.nullcontext()
 
-    def step_context(self):
-        if self.refining and self.uses_reverse:
-            return modulate_attention(self.model, self.latent_mfam, self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
-        return contextlib.nullcontext()
+# %% ../nbs/08_latent.ipynb #53b047ba
+@patch
+def extra_state(self: LatentSRDTrainer) -> dict: return {**super(LatentSRDTrainer, self).extra_state(), 'autoencoder_hash': self.autoencoder_hash}
 
-    # -- state: the autoencoder's identity ---------------------------------------------------------
-    def extra_state(self) -> dict: return {**super().extra_state(), 'autoencoder_hash': self.autoencoder_hash}
+@patch
+def _check_autoencoder(self: LatentSRDTrainer, extra: dict, where):
+    got = extra.get('autoencoder_hash')
+    if got != self.autoencoder_hash:
+        raise ValueError(f'{where} was trained on latents of autoencoder {got}; this run\'s autoencoder is {self.autoencoder_hash}')
 
-    def _check_autoencoder(self, extra: dict, where):
-        got = extra.get('autoencoder_hash')
-        if got != self.autoencoder_hash:
-            raise ValueError(f'{where} was trained on latents of autoencoder {got}; this run\'s autoencoder is {self.autoencoder_hash}')
+@patch
+def load_state_dict(self: LatentSRDTrainer, sd: dict):
+    if sd['extra']: self._check_autoencoder(sd['extra'], 'checkpoint')   # extra == {}: a checked base checkpoint
+    super(LatentSRDTrainer, self).load_state_dict(sd)
 
-    def load_state_dict(self, sd: dict):
-        if sd['extra']: self._check_autoencoder(sd['extra'], 'checkpoint')   # extra == {}: a checked base checkpoint
-        super().load_state_dict(sd)
-
-    def resume(self) -> bool:
-        if not self.checkpoint_path.exists() and self.base_checkpoint is not None and self.base_checkpoint.exists():
-            self._check_autoencoder(load_checkpoint(self.base_checkpoint)['extra'], f'base checkpoint {self.base_checkpoint}')
-        return super().resume()
+@patch
+def resume(self: LatentSRDTrainer) -> bool:
+    if not self.checkpoint_path.exists() and self.base_checkpoint is not None and self.base_checkpoint.exists():
+        self._check_autoencoder(load_checkpoint(self.base_checkpoint)['extra'], f'base checkpoint {self.base_checkpoint}')
+    return super(LatentSRDTrainer, self).resume()
 
 # %% ../nbs/08_latent.ipynb #7636fa8d
 def plot_latent_mfam(M: torch.Tensor, latent_size: int, *, title: str | None = None):

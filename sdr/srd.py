@@ -67,13 +67,13 @@ def add_map_projections(model: nn.Module, *, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for blk in attention_blocks(model):
-            if not hasattr(blk, 'map_proj'): blk.map_proj = MapProjection().to(devices[0])
+            if blk.map_proj is None: blk.map_proj = MapProjection().to(devices[0])
     return model
 
 def map_embedding(M: torch.Tensor, hw: tuple, *, block: SelfAttention | None = None, proj: str = 'none') -> torch.Tensor:
     "M_emb on a block's (H, W) grid as per-token weights of shape (B|1, 1, H*W, 1), tokens row-major."
     if proj == 'conv':
-        if block is None or not hasattr(block, 'map_proj'):
+        if block is None or block.map_proj is None:
             raise ValueError("proj='conv' needs add_map_projections(model) before training (block has no map_proj)")
         M = block.map_proj(M)
     if tuple(M.shape[-2:]) != tuple(hw): M = F.interpolate(M, size=hw, mode='bilinear', align_corners=False)
@@ -96,7 +96,7 @@ def modulate_attention(model: nn.Module, M: torch.Tensor, lambda_r: float = 0.02
     check_map(M)
     blocks = attention_blocks(model)
     if not blocks: raise ValueError('model has no SelfAttention blocks to modulate')
-    if proj == 'conv' and not all(hasattr(b, 'map_proj') for b in blocks):
+    if proj == 'conv' and any(b.map_proj is None for b in blocks):
         raise ValueError("proj='conv' needs add_map_projections(model) first")
     previous = [b.kv_modulation for b in blocks]
     if any(p is not None for p in previous): raise RuntimeError('attention is already modulated (nested modulate_attention)')

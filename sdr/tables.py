@@ -17,7 +17,7 @@ __all__ = ['VERDICT_COLORS', 'mean_ci', 'collect', 'by_unit', 'summarize', 'mech
            'verdict_rule_markdown', 'table_markdown', 'verdict_color', 'plot_table', 'write_table',
            'cost_table_markdown', 'register_report', 'reports_index_markdown']
 
-# %% ../nbs/09b_tables.ipynb #7c088a3b
+# %% ../nbs/09b_tables.ipynb #872d21f9
 def mean_ci(values, *, floor_sd: float = 0.0) -> tuple[float, float, float, int]:
     "(mean, lo, hi, n) with a 95 % Student-t interval (scipy; SD floored at `floor_sd`); lo = hi = nan when n < 2."
     return t_interval(values, floor_sd=floor_sd)
@@ -37,6 +37,7 @@ def _paired_pct(a: dict, b: dict) -> list[float]:
     "Per unit present in both: 100 (a - b) / b."
     return [100 * (a[u] - b[u]) / b[u] for u in sorted(set(a) & set(b), key=str)]
 
+# %% ../nbs/09b_tables.ipynb #e3d6f597
 def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = 'fid', baseline: str | dict = 'baseline',
               paper: dict | None = None, paper_change: dict | None = None, order: list | None = None,
               higher_is_better: bool = False, unit_key: str = 'seed', margin: float = 1.0, floor_sd: float = 0.0,
@@ -75,6 +76,7 @@ def summarize(records: list[dict], *, variant_key: str = 'name', metric: str = '
         if 'direction' in r: r['verdict'] = r['direction'] + ('' if r['size'] is None else f"; size {r['size']}")
     return rows
 
+# %% ../nbs/09b_tables.ipynb #b12e1d4f
 def mechanism_rows(records: list[dict], *, arm: str, controls: list, baseline: str = 'baseline', metric: str = 'fid',
                    unit_key: str = 'seed', margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05,
                    higher_is_better: bool = False) -> list[dict]:
@@ -106,7 +108,7 @@ def rerun_floor_sd(committed_dir, rerun_dir, *, metric: str = 'fid', baseline: s
     if not diffs: raise ValueError(f'rerun_dir={str(rerun_dir)!r}: no run shares a run id with committed_dir={str(committed_dir)!r}')
     return noise_floor_sd(rerun_differences=diffs)
 
-# %% ../nbs/09b_tables.ipynb #da1f334a
+# %% ../nbs/09b_tables.ipynb #84353989
 def _fmt(x, nd=3):
     return '—' if x is None or (isinstance(x, float) and not np.isfinite(x)) else f'{x:.{nd}f}'
 
@@ -144,6 +146,7 @@ def table_markdown(rows: list[dict], *, metric: str = 'FID', title: str = '', no
     if notes: out += ['', notes]
     return '\n'.join(out) + '\n'
 
+# %% ../nbs/09b_tables.ipynb #7c58a0b3
 VERDICT_COLORS = {'improves': 'C2', 'worsens': 'C3', 'equivalent': 'C0', 'inconclusive': 'C7'}
 
 def verdict_color(row: dict) -> str:
@@ -187,6 +190,7 @@ def plot_table(rows: list[dict], *, metric: str = 'FID', title: str = '', higher
     fig.tight_layout()
     return fig
 
+# %% ../nbs/09b_tables.ipynb #28fbe7cc
 def write_table(rows: list[dict], out_stem, *, metric: str = 'FID', title: str = '', notes: str = '', higher_is_better: bool = False,
                 margin: float = 1.0, floor_sd: float = 0.0, alpha: float = 0.05) -> Path:
     "Write `<stem>.md` (linking its figure), `<stem>.csv` and a seaborn figure `<stem>.png` (`plot_table`)."

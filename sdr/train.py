@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .core import (check_int, derive_seed, make_generator, pick_device, grad_scaler, precision_context,
                       resolve_precision, save_json, save_torch, load_json, seed_everything)
 from .config import MECHANISMS, ConditionalConfig, ExperimentConfig, SRDConfig, config_hash
 from .data import DataOrder, load_dataset, to_model_range
-from .unet import attention_blocks, count_params
+from .unet import attention_blocks
 from .uvit import build_backbone
 from .diffusion import EMA, GaussianDiffusion
 from .highlighter import build_flaw_highlighter, train_flaw_highlighter
@@ -76,7 +77,7 @@ class GracefulStop:
         self._old = {}
         return False
 
-# %% ../nbs/06_train.ipynb #d6274d55
+# %% ../nbs/06_train.ipynb #f1d341f6
 class Trainer:
     "Diffusion training with EMA, checkpoints and exact resume. Subclasses hook `make_noise` and `step_context`."
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, *, device=None, images: torch.Tensor | None = None,
@@ -105,163 +106,210 @@ class Trainer:
         if len(x) < self.cfg.train.batch_size:
             raise ValueError(f'batch_size={self.cfg.train.batch_size} is larger than the dataset ({len(x)} images)')
 
-    # -- hooks for subclasses (SRD, latent, conditional) ---------------------------------------
     def build_model(self) -> nn.Module:
         "The denoiser, built once in `__init__` right after the global seed is set: the U-Net, or the U-ViT when `cfg.uvit` is set."
         return build_backbone(self.cfg, device=self.device)
 
-    def make_noise(self, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor):
-        "(noise put into x_t, regression target). Baseline: both are ε."
-        return eps, eps
+    def add_param_group(self, params: list):
+        "Train `params` from now on, as a group of their own (own gradient clipping), at the run's LR and warm-up schedule."
+        self.opt.add_param_group({'params': params})
+        self.sched.base_lrs.append(self.cfg.train.lr); self.sched.lr_lambdas.append(self.sched.lr_lambdas[0])
 
-    def step_context(self):
-        "Context entered around the model's forward pass during a training step. Baseline: nothing."
-        return contextlib.nullcontext()
+# %% ../nbs/06_train.ipynb #44bb1b96
+@patch
+def make_noise(self: Trainer, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, model_kwargs: dict):
+    "(noise put into x_t, regression target) for the batch `x0` (with its `model_kwargs`). Baseline: both are ε."
+    return eps, eps
 
-    def denoiser(self):
-        "The callable `(x_t, t) -> output` the training loss calls this step. Baseline: the model (conditional: with labels)."
-        return self.model
+@patch
+def step_context(self: Trainer, model_kwargs: dict):
+    "Context entered around the model's forward pass on the batch of `model_kwargs` during a training step. Baseline: nothing."
+    return contextlib.nullcontext()
 
-    def autocast(self):
-        "The run's precision (see `resolve_precision`) around a model's forward pass: training, sampling, held-out loss."
-        return precision_context(self.precision, self.device)
+@patch
+def denoiser(self: Trainer):
+    "The callable `(x_t, t, **model_kwargs) -> output` the training loss calls. Baseline: the model (conditional: labels in)."
+    return self.model
 
-    def shard(self, x: torch.Tensor) -> torch.Tensor:
-        "This process's rows of a global batch draw (data, t, ε). One process: all of them (DDP: its slice, `sdr.distributed`)."
-        return x
+@patch
+def autocast(self: Trainer):
+    "The run's precision (see `resolve_precision`) around a model's forward pass: training, sampling, held-out loss."
+    return precision_context(self.precision, self.device)
 
-    def stop_requested(self, stop: 'GracefulStop') -> bool:
-        "Whether the loop checkpoints and stops after this step (one process: a signal arrived; DDP: on any rank)."
-        return stop.signum is not None
+@patch
+def shard(self: Trainer, x: torch.Tensor) -> torch.Tensor:
+    "This process's rows of a global batch draw (data, t, ε). One process: all of them (DDP: its slice, `sdr.distributed`)."
+    return x
 
-    @property
-    def is_writer(self) -> bool:
-        "Whether this process writes checkpoints and records (one process: yes; DDP: rank 0)."
-        return True
+@patch
+def stop_requested(self: Trainer, stop: 'GracefulStop') -> bool:
+    "Whether the loop checkpoints and stops after this step (one process: a signal arrived; DDP: on any rank)."
+    return stop.signum is not None
 
-    def extra_state(self) -> dict: return {}
-    def load_extra_state(self, state: dict): pass
+@patch(as_prop=True)
+def is_writer(self: Trainer) -> bool:
+    "Whether this process writes checkpoints and records (one process: yes; DDP: rank 0)."
+    return True
 
-    # -- one step ---------------------------------------------------------------------------
-    def batch(self, step: int) -> torch.Tensor:
-        "The training batch of `step` in [-1, 1] (a pure function of the step: see `DataOrder`)."
-        return to_model_range(self.images[self.order.indices(step)]).to(self.device)
+@patch
+def extra_state(self: Trainer) -> dict: return {}
 
-    def train_step(self) -> dict:
-        self.model.train()
-        x0 = self.batch(self.step)   # the global batch, its t and ε: pure functions of the step (DDP keeps its rows of each)
-        t = self.diffusion.sample_timesteps(len(x0), generator=self.noise_gen, device=self.device)
-        eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
-        x0, t, eps = self.shard(x0), self.shard(t), self.shard(eps)
-        noise, target = self.make_noise(x0, t, eps)
-        with torch.enable_grad(), self.step_context(), self.autocast():  # whatever the caller's grad mode
-            terms = self.diffusion.training_losses(self.denoiser(), x0, t, noise=noise, target=target)
-            loss = terms['loss'].mean()
-        if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
-        self.opt.zero_grad(set_to_none=True)
-        with torch.enable_grad(): self.scaler.scale(loss).backward()   # every backward through the scaler (fp16: scaled)
-        self.scaler.unscale_(self.opt)   # true gradients before clipping (fp32/bf16: nothing to undo)
-        if self.cfg.train.grad_clip > 0:  # per parameter group: SRD's map projections (own group) never rescale the U-Net's step
-            for group in self.opt.param_groups: nn.utils.clip_grad_norm_(group['params'], self.cfg.train.grad_clip)
-        self.scaler.step(self.opt); self.scaler.update()   # fp16: a step with inf/nan gradients is skipped, the scale lowered
-        self.sched.step(); self.ema.update(self.model)
-        self.step += 1
-        return {k: v.mean().item() for k, v in terms.items()}
+@patch
+def load_extra_state(self: Trainer, state: dict): pass
 
-    # -- state --------------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path: return self.out_dir / 'checkpoints' / 'last.pt'
+# %% ../nbs/06_train.ipynb #f36daea2
+@patch
+def batch(self: Trainer, step: int) -> tuple[torch.Tensor, dict]:
+    """The training batch of `step`: x0 in [-1, 1] and the denoiser's keyword arguments for it (baseline: none; conditional:
+    labels and dropout mask). A pure function of the step (see `DataOrder`)."""
+    return to_model_range(self.images[self.order.indices(step)]).to(self.device), {}
 
-    def state_dict(self) -> dict:
-        return {'step': self.step, 'model': self.model.state_dict(), 'opt': self.opt.state_dict(),
-                'sched': self.sched.state_dict(), 'ema': self.ema.state_dict(),
-                'noise_gen': self.noise_gen.get_state(), 'torch_rng': torch.get_rng_state(),
-                'log': self.log, 'train_seconds': self.train_seconds, 'config_hash': config_hash(self.cfg),
-                'extra': self.extra_state(), **({'scaler': self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
+@patch
+def train_step(self: Trainer) -> dict:
+    self.model.train()
+    x0, model_kwargs = self.batch(self.step)   # the global batch, its t and ε: pure functions of the step (DDP keeps its rows)
+    t = self.diffusion.sample_timesteps(len(x0), generator=self.noise_gen, device=self.device)
+    eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+    x0, t, eps = self.shard(x0), self.shard(t), self.shard(eps)
+    model_kwargs = {k: self.shard(v) for k, v in model_kwargs.items()}
+    noise, target = self.make_noise(x0, t, eps, model_kwargs)
+    with torch.enable_grad(), self.step_context(model_kwargs), self.autocast():  # whatever the caller's grad mode
+        terms = self.diffusion.training_losses(self.denoiser(), x0, t, noise=noise, target=target, model_kwargs=model_kwargs)
+        loss = terms['loss'].mean()
+    if not torch.isfinite(loss): raise FloatingPointError(f'loss is {loss.item()} at step {self.step}')
+    self.opt.zero_grad(set_to_none=True)
+    with torch.enable_grad(): self.scaler.scale(loss).backward()   # every backward through the scaler (fp16: scaled)
+    self.scaler.unscale_(self.opt)   # true gradients before clipping (fp32/bf16: nothing to undo)
+    if self.cfg.train.grad_clip > 0:  # per parameter group: SRD's map projections (own group) never rescale the U-Net's step
+        for group in self.opt.param_groups: nn.utils.clip_grad_norm_(group['params'], self.cfg.train.grad_clip)
+    self.scaler.step(self.opt); self.scaler.update()   # fp16: a step with inf/nan gradients is skipped, the scale lowered
+    self.sched.step(); self.ema.update(self.model)
+    self.step += 1
+    return {k: v.mean().item() for k, v in terms.items()}
 
-    def load_state_dict(self, sd: dict):
-        if sd['config_hash'] != config_hash(self.cfg):
-            raise ValueError(f'checkpoint was written by config {sd["config_hash"]}, this run is {config_hash(self.cfg)}')
-        self.step = sd['step']
-        self.model.load_state_dict(sd['model']); self.opt.load_state_dict(sd['opt'])
-        self.sched.load_state_dict(sd['sched']); self.ema.load_state_dict(sd['ema'])
-        self.noise_gen.set_state(sd['noise_gen']); torch.set_rng_state(sd['torch_rng'])
-        self.log, self.train_seconds = sd['log'], sd['train_seconds']
-        if sd.get('scaler') and self.scaler.is_enabled(): self.scaler.load_state_dict(sd['scaler'])
-        self.load_extra_state(sd['extra'])
+# %% ../nbs/06_train.ipynb #071494be
+@patch(as_prop=True)
+def checkpoint_path(self: Trainer) -> Path: return self.out_dir / 'checkpoints' / 'last.pt'
 
-    def save(self) -> Path: return save_checkpoint(self.state_dict(), self.checkpoint_path)
+@patch
+def state_dict(self: Trainer) -> dict:
+    return {'step': self.step, 'model': self.model.state_dict(), 'opt': self.opt.state_dict(),
+            'sched': self.sched.state_dict(), 'ema': self.ema.state_dict(),
+            'noise_gen': self.noise_gen.get_state(), 'torch_rng': torch.get_rng_state(),
+            'log': self.log, 'train_seconds': self.train_seconds, 'config_hash': config_hash(self.cfg),
+            'extra': self.extra_state(), **({'scaler': self.scaler.state_dict()} if self.scaler.is_enabled() else {})}
 
-    def resume(self) -> bool:
-        "Load `out_dir/checkpoints/last.pt` if it exists; True if it did."
-        if not self.checkpoint_path.exists(): return False
-        try: sd = load_checkpoint(self.checkpoint_path)
-        except CorruptCheckpoint as e:   # set it aside and start over from the last good state: say which
-            aside = set_aside(self.checkpoint_path)
-            base = getattr(self, 'base_checkpoint', None)
-            print(f'{e}: set aside as {aside.name}; this run restarts from '
-                  + (f'its shared base checkpoint {base}' if base else 'scratch (step 0)'), file=sys.stderr, flush=True)
-            return False
-        self.load_state_dict(sd)
-        return True
+@patch
+def load_state_dict(self: Trainer, sd: dict):
+    if sd['config_hash'] != config_hash(self.cfg):
+        raise ValueError(f'checkpoint was written by config {sd["config_hash"]}, this run is {config_hash(self.cfg)}')
+    self.step = sd['step']
+    self.model.load_state_dict(sd['model']); self.opt.load_state_dict(sd['opt'])
+    self.sched.load_state_dict(sd['sched']); self.ema.load_state_dict(sd['ema'])
+    self.noise_gen.set_state(sd['noise_gen']); torch.set_rng_state(sd['torch_rng'])
+    self.log, self.train_seconds = sd['log'], sd['train_seconds']
+    if sd.get('scaler') and self.scaler.is_enabled(): self.scaler.load_state_dict(sd['scaler'])
+    self.load_extra_state(sd['extra'])
 
-    # -- the loop ---------------------------------------------------------------------------
-    def fit(self, until: int | None = None, *, resume: bool = True) -> 'Trainer':
-        "Train up to step `until` (default `cfg.train.steps`), checkpointing; resumes from the last checkpoint."
-        until = self.cfg.train.steps if until is None else check_int('until', until, 0)
-        if resume: self.resume()
-        if self.is_writer: save_json(self.cfg.to_dict(), self.out_dir / 'config.json')
-        tc = self.cfg.train
-        bar = tqdm(total=until, initial=min(self.step, until), disable=not (self.progress and self.is_writer), desc=self.cfg.name, leave=False)
-        with GracefulStop() as stop:
-            while self.step < until:
-                t0 = time.perf_counter()
-                terms = self.train_step()
-                self.train_seconds += time.perf_counter() - t0
-                if self.step % tc.log_every == 0 or self.step == until:
-                    self.log.append({'step': self.step, **terms})
-                    bar.set_postfix(loss=f"{terms['loss']:.4f}")
-                bar.update(1)
-                if self.stop_requested(stop):
-                    self.save(); bar.close()
-                    raise TrainingInterrupted(f'signal {stop.signum} at step {self.step}; checkpoint written to {self.checkpoint_path}')
-                if self.step % tc.checkpoint_every == 0 or self.step == until: self.save()
-        bar.close()
-        return self
+@patch
+def save(self: Trainer) -> Path: return save_checkpoint(self.state_dict(), self.checkpoint_path)
 
-    # -- using the model --------------------------------------------------------------------
-    @torch.no_grad()
-    def eval_loss(self, images: torch.Tensor, *, ema: bool = True, seed: int = 0, batch_size: int = 256) -> float:
-        "Mean training loss on held-out uint8 `images` with fixed (t, ε) drawn from `seed`: comparable across runs."
-        model = (self.ema.model if ema else self.model).eval()
-        g, total = make_generator(derive_seed(seed, 'eval_loss')), 0.0
-        for i in range(0, len(images), batch_size):
-            x0 = to_model_range(images[i:i + batch_size]).to(self.device)
-            t = self.diffusion.sample_timesteps(len(x0), generator=g, device=self.device)
-            eps = torch.randn(x0.shape, generator=g).to(self.device)
-            with self.autocast(): total += self.diffusion.training_losses(model, x0, t, noise=eps)['loss'].sum().item()
-        if not ema: self.model.train()
-        return total / len(images)
+@patch
+def resume(self: Trainer) -> bool:
+    "Load `out_dir/checkpoints/last.pt` if it exists; True if it did."
+    if not self.checkpoint_path.exists(): return False
+    try: sd = load_checkpoint(self.checkpoint_path)
+    except CorruptCheckpoint as e:   # set it aside and start over from the last good state: say which
+        aside = set_aside(self.checkpoint_path)
+        base = getattr(self, 'base_checkpoint', None)
+        print(f'{e}: set aside as {aside.name}; this run restarts from '
+              + (f'its shared base checkpoint {base}' if base else 'scratch (step 0)'), file=sys.stderr, flush=True)
+        return False
+    self.load_state_dict(sd)
+    return True
 
-    def sampling_model(self, model: nn.Module, rows: slice, n: int):
-        "The denoiser `(x, t) -> output` for samples `rows` of `n` (a subclass hook, e.g. guidance over each sample's label)."
-        return model
+# %% ../nbs/06_train.ipynb #10368def
+@patch
+def fit(self: Trainer, until: int | None = None, *, resume: bool = True) -> 'Trainer':
+    "Train up to step `until` (default `cfg.train.steps`), checkpointing; resumes from the last checkpoint."
+    until = self.cfg.train.steps if until is None else check_int('until', until, 0)
+    if resume: self.resume()
+    if self.is_writer: save_json(self.cfg.to_dict(), self.out_dir / 'config.json')
+    tc = self.cfg.train
+    bar = tqdm(total=until, initial=min(self.step, until), disable=not (self.progress and self.is_writer), desc=self.cfg.name, leave=False)
+    with GracefulStop() as stop:
+        while self.step < until:
+            t0 = time.perf_counter()
+            terms = self.train_step()
+            self.train_seconds += time.perf_counter() - t0
+            if self.step % tc.log_every == 0 or self.step == until:
+                self.log.append({'step': self.step, **terms})
+                bar.set_postfix(loss=f"{terms['loss']:.4f}")
+            bar.update(1)
+            if self.stop_requested(stop):
+                self.save(); bar.close()
+                raise TrainingInterrupted(f'signal {stop.signum} at step {self.step}; checkpoint written to {self.checkpoint_path}')
+            if self.step % tc.checkpoint_every == 0 or self.step == until: self.save()
+    bar.close()
+    return self
 
-    def sample(self, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
-               batch_size=None, progress: bool = False, guidance=None, **model_kw) -> torch.Tensor:
-        """n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`;
-        `guidance` is the samplers' hook (notebook 03; None: plain sampling)."""
-        sc = self.cfg.sample
-        check_int('n', n, 1)
-        model = self.ema.model if ema else self.model
-        g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
-        c, s, bs = self.cfg.data.channels, self.cfg.data.image_size, batch_size or sc.batch_size
-        with self.autocast():
-            out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), c, s, s),
-                                         sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
-                                         generator=g, device=self.device, progress=progress, guidance=guidance)
-                   for i in range(0, n, bs)]
-        return torch.cat(out).clamp(-1, 1).cpu()
+# %% ../nbs/06_train.ipynb #5c22e2e4
+@patch
+def encode(self: Trainer, images: torch.Tensor) -> torch.Tensor:
+    "uint8 images -> the space the denoiser works in: here [-1, 1] (latent trainer: scaled autoencoder latents)."
+    return to_model_range(images)
+
+@patch
+def decode(self: Trainer, x: torch.Tensor) -> torch.Tensor:
+    "The denoiser's space -> images in [-1, 1]: here clamped (latent trainer: decoded)."
+    return x.clamp(-1, 1)
+
+@patch(as_prop=True)
+def sample_shape(self: Trainer) -> tuple:
+    "(C, H, W) of one sample in the denoiser's space."
+    return (self.cfg.data.channels, self.cfg.data.image_size, self.cfg.data.image_size)
+
+@patch(as_prop=True)
+def clip_denoised(self: Trainer) -> bool:
+    "Whether the samplers clip each x0-prediction to [-1, 1]: pixels yes; latents, which are unbounded, no."
+    return True
+
+@patch
+@torch.no_grad()
+def eval_loss(self: Trainer, images: torch.Tensor, *, ema: bool = True, seed: int = 0, batch_size: int = 256) -> float:
+    "Mean training loss on held-out uint8 `images` with fixed (t, ε) drawn from `seed`: comparable across runs."
+    model = (self.ema.model if ema else self.model).eval()
+    g, total = make_generator(derive_seed(seed, 'eval_loss')), 0.0
+    x = self.encode(images)
+    for i in range(0, len(x), batch_size):
+        x0 = x[i:i + batch_size].to(self.device)
+        t = self.diffusion.sample_timesteps(len(x0), generator=g, device=self.device)
+        eps = torch.randn(x0.shape, generator=g).to(self.device)
+        with self.autocast(): total += self.diffusion.training_losses(model, x0, t, noise=eps)['loss'].sum().item()
+    if not ema: self.model.train()
+    return total / len(x)
+
+@patch
+def sampling_model(self: Trainer, model: nn.Module, rows: slice, n: int):
+    "The denoiser `(x, t) -> output` for samples `rows` of `n` (a subclass hook, e.g. guidance over each sample's label)."
+    return model
+
+@patch
+def sample(self: Trainer, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
+           batch_size=None, progress: bool = False, guidance=None, **model_kw) -> torch.Tensor:
+    """n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`;
+    `guidance` is the samplers' hook (notebook 03; None: plain sampling)."""
+    sc = self.cfg.sample
+    check_int('n', n, 1)
+    model = self.ema.model if ema else self.model
+    g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
+    bs = batch_size or sc.batch_size
+    with self.autocast():
+        out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), *self.sample_shape),
+                                     sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
+                                     generator=g, device=self.device, clip=self.clip_denoised, progress=progress, guidance=guidance)
+               for i in range(0, n, bs)]
+    return self.decode(torch.cat(out)).cpu()
 
 # %% ../nbs/06_train.ipynb #4abbaeaf
 def smooth(values, window: int = 20) -> np.ndarray:
@@ -314,7 +362,7 @@ def file_lock(path: str | os.PathLike):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/06_train.ipynb #75ba03ee
+# %% ../nbs/06_train.ipynb #39b11b02
 def map_stats(M: torch.Tensor) -> dict:
     "What a refresh records of its map: peak, mean and spatial spread (SD over pixels, averaged over maps)."
     return {'peak': round(M.max().item(), 6), 'mean': round(M.mean().item(), 6),
@@ -338,178 +386,196 @@ class SRDTrainer(Trainer):
     def _enter_refinement(self):
         "proj='conv': attach the learned M -> M_emb projections (their own param group; not in the EMA). Idempotent."
         if not (self.uses_reverse and self.cfg.srd.proj == 'conv'): return
-        if all(hasattr(b, 'map_proj') for b in attention_blocks(self.model)): return
+        if all(b.map_proj is not None for b in attention_blocks(self.model)): return
         add_map_projections(self.model, seed=derive_seed(self.cfg.seed, 'map_proj'))
-        params = [p for n, p in self.model.named_parameters() if '.map_proj.' in n]
-        self.opt.add_param_group({'params': params})
-        self.sched.base_lrs.append(self.cfg.train.lr); self.sched.lr_lambdas.append(self.sched.lr_lambdas[0])
+        self.add_param_group([p for n, p in self.model.named_parameters() if '.map_proj.' in n])
 
     @property
     def refining(self) -> bool: return self.cfg.srd.mechanism != 'none' and self.step >= self.cfg.srd.base_steps
 
-    # -- the mFAM ----------------------------------------------------------------------------
-    def _ema_samples(self, n: int, steps: int, label) -> torch.Tensor:
-        c, s = self.cfg.data.channels, self.cfg.data.image_size
-        g = make_generator(derive_seed(self.cfg.seed, 'srd', label))
-        with self.autocast():   # the run's precision, as for the evaluated samples
-            out = [self.diffusion.sample(self.sampling_model(self.ema.model, slice(i, i + 256), n), (min(256, n - i), c, s, s),
-                                         steps=steps, generator=g, device=self.device) for i in range(0, n, 256)]
-        return torch.cat(out).clamp(-1, 1)
+# %% ../nbs/06_train.ipynb #b66bbacf
+@patch
+def _ema_samples(self: SRDTrainer, n: int, steps: int, label) -> torch.Tensor:
+    "n DDIM samples (images in [-1, 1], on the device) of the EMA model for SRD's own use, from a stream of `label`."
+    g = make_generator(derive_seed(self.cfg.seed, 'srd', label))
+    with self.autocast():   # the run's precision, as for the evaluated samples
+        out = [self.diffusion.sample(self.sampling_model(self.ema.model, slice(i, i + 256), n), (min(256, n - i), *self.sample_shape),
+                                     steps=steps, generator=g, device=self.device, clip=self.clip_denoised) for i in range(0, n, 256)]
+    return self.decode(torch.cat(out))
 
-    @property
-    def shared_highlighter_path(self) -> Path | None:
-        "Where the SRD variants of one base share their phase-boundary highlighter (next to the base checkpoint), else None."
-        if self.base_checkpoint is None or self.step != self.cfg.srd.base_steps: return None
-        return self.base_checkpoint.parent / f'highlighter-{highlighter_config_hash(self.cfg)}.pt'
+@patch
+def fit_highlighter(self: SRDTrainer):
+    "Fit the flaw highlighter on real images vs EMA samples of the current model."
+    s, t0 = self.cfg.srd, time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(self.cfg.seed, 'highlighter', self.step))
+        fake = self._ema_samples(s.n_generated, s.highlighter_sample_steps, ('highlighter', self.step))
+        gi = make_generator(derive_seed(self.cfg.seed, 'highlighter_real', self.step))
+        idx = torch.randperm(len(self.images), generator=gi)[:s.n_real]
+        real = to_model_range(self.images[idx]).to(self.device)
+        self.highlighter, self.highlighter_report = train_flaw_highlighter(
+            real, fake, cfg=s.highlighter, generator=make_generator(derive_seed(self.cfg.seed, 'highlighter_fit', self.step)),
+            device=self.device, progress=False)
+    self.highlighter_report = {'step': self.step, **self.highlighter_report, 'seconds': time.perf_counter() - t0}
+    self.srd_seconds['highlighter'] += time.perf_counter() - t0
+    save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
 
-    def train_highlighter(self):
-        "The highlighter at this step: shared by the variants of a base (fitted once, under a lock), else fitted here."
-        if self.cfg.srd.map_control == 'untrained': return self.untrained_highlighter()
-        path = self.shared_highlighter_path
-        if path is None: return self.fit_highlighter()
-        with file_lock(path.with_name(path.name + '.lock')):
-            if path.exists(): return self._load_shared_highlighter(path)
-            self.fit_highlighter()
-            save_checkpoint({'highlighter': self.highlighter.state_dict(), 'report': self.highlighter_report}, path)
+@patch
+def untrained_highlighter(self: SRDTrainer):
+    "The map control 'untrained': a randomly initialised highlighter (seeded), never fitted."
+    with torch.random.fork_rng(devices=[]):
+        self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device,
+                                                  generator=make_generator(derive_seed(self.cfg.seed, 'untrained_highlighter')))
+    self.highlighter.eval()
+    self.highlighter_report = {'step': self.step, 'untrained': True, 'accuracy': None}
+    save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
 
-    def _load_shared_highlighter(self, path: Path):
+# %% ../nbs/06_train.ipynb #73dbfb25
+@patch(as_prop=True)
+def shared_highlighter_path(self: SRDTrainer) -> Path | None:
+    "Where the SRD variants of one base share their phase-boundary highlighter (next to the base checkpoint), else None."
+    if self.base_checkpoint is None or self.step != self.cfg.srd.base_steps: return None
+    return self.base_checkpoint.parent / f'highlighter-{highlighter_config_hash(self.cfg)}.pt'
+
+@patch
+def train_highlighter(self: SRDTrainer):
+    "The highlighter at this step: shared by the variants of a base (fitted once, under a lock), else fitted here."
+    if self.cfg.srd.map_control == 'untrained': return self.untrained_highlighter()
+    path = self.shared_highlighter_path
+    if path is None: return self.fit_highlighter()
+    with file_lock(path.with_name(path.name + '.lock')):
+        if path.exists(): return self._load_shared_highlighter(path)
+        self.fit_highlighter()
+        save_checkpoint({'highlighter': self.highlighter.state_dict(), 'report': self.highlighter_report}, path)
+
+@patch
+def _load_shared_highlighter(self: SRDTrainer, path: Path):
+    t0 = time.perf_counter()
+    sd = load_checkpoint(path)
+    with torch.random.fork_rng(devices=[]):
+        self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
+    self.highlighter.load_state_dict(sd['highlighter']); self.highlighter.eval()
+    self.highlighter_report = {**sd['report'], 'shared_from': str(path)}
+    self.srd_seconds['highlighter'] += time.perf_counter() - t0
+    save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
+
+# %% ../nbs/06_train.ipynb #ccde6e05
+@patch
+def refresh_mfam(self: SRDTrainer):
+    "Recompute the mFAM from fresh EMA samples (and record it in the history)."
+    s = self.cfg.srd
+    with torch.random.fork_rng(devices=[]):
+        if s.retrain_highlighter and self.mfam is not None: self.train_highlighter()
         t0 = time.perf_counter()
-        sd = load_checkpoint(path)
-        with torch.random.fork_rng(devices=[]):
-            self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
-        self.highlighter.load_state_dict(sd['highlighter']); self.highlighter.eval()
-        self.highlighter_report = {**sd['report'], 'shared_from': str(path)}
-        self.srd_seconds['highlighter'] += time.perf_counter() - t0
-        save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
+        label = ('mfam', self.step) + (() if s.refine_seed is None else ('refine', s.refine_seed))
+        samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, label)
+        t1 = time.perf_counter()
+        maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_module(s.cam_read))
+        self.check_map(maps)
+        M = control_map(self.reduce_maps(maps).detach(), s.map_control,
+                        generator=make_generator(derive_seed(self.cfg.seed, 'map_control', *label)))
+        self.mfam, self.mfam_step = M.to(self.device), self.step
+        self.srd_seconds['mfam_sampling'] += t1 - t0; self.srd_seconds['gradcam'] += time.perf_counter() - t1
+    self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu(), **map_stats(self.mfam)})
 
-    def untrained_highlighter(self):
-        "The map control 'untrained': a randomly initialised highlighter (seeded), never fitted."
-        with torch.random.fork_rng(devices=[]):
-            self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device,
-                                                      generator=make_generator(derive_seed(self.cfg.seed, 'untrained_highlighter')))
-        self.highlighter.eval()
-        self.highlighter_report = {'step': self.step, 'untrained': True, 'accuracy': None}
-        save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
+@patch
+def check_map(self: SRDTrainer, maps: torch.Tensor):
+    """Stop at the phase boundary if every FAM is exactly 0: Grad-CAM then found no positive evidence anywhere, and SRD
+    (and every control built from M) would be the baseline. Later refreshes that fade to 0 are a result: recorded, not stopped."""
+    if self.mfam is None and not bool(maps.amax() > 0):
+        raise RuntimeError(f'step {self.step}: all {len(maps)} flaw activation maps are exactly 0 at the phase boundary '
+                           f'(cam_read={self.cfg.srd.cam_read!r}), so SRD would equal the baseline; '
+                           "cam_read='activation' reads the highlighter's rectified output")
 
-    def fit_highlighter(self):
-        "Fit the flaw highlighter on real images vs EMA samples of the current model."
-        s, t0 = self.cfg.srd, time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.cfg.seed, 'highlighter', self.step))
-            fake = self._ema_samples(s.n_generated, s.highlighter_sample_steps, ('highlighter', self.step))
-            gi = make_generator(derive_seed(self.cfg.seed, 'highlighter_real', self.step))
-            idx = torch.randperm(len(self.images), generator=gi)[:s.n_real]
-            real = to_model_range(self.images[idx]).to(self.device)
-            self.highlighter, self.highlighter_report = train_flaw_highlighter(
-                real, fake, cfg=s.highlighter, generator=make_generator(derive_seed(self.cfg.seed, 'highlighter_fit', self.step)),
-                device=self.device, progress=False)
-        self.highlighter_report = {'step': self.step, **self.highlighter_report, 'seconds': time.perf_counter() - t0}
-        self.srd_seconds['highlighter'] += time.perf_counter() - t0
-        save_json(self.highlighter_report, self.out_dir / 'highlighter.json')
+@patch
+def reduce_maps(self: SRDTrainer, maps: torch.Tensor) -> torch.Tensor:
+    "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."
+    return mean_fam(maps)
 
-    def refresh_mfam(self):
-        "Recompute the mFAM from fresh EMA samples (and record it in the history)."
-        s = self.cfg.srd
-        with torch.random.fork_rng(devices=[]):
-            if s.retrain_highlighter and self.mfam is not None: self.train_highlighter()
-            t0 = time.perf_counter()
-            label = ('mfam', self.step) + (() if s.refine_seed is None else ('refine', s.refine_seed))
-            samples = self._ema_samples(s.mfam_batch, s.mfam_sample_steps, label)
-            t1 = time.perf_counter()
-            maps = flaw_activation_map(self.highlighter, samples, layer=self.highlighter.cam_module(s.cam_read))
-            self.check_map(maps)
-            M = control_map(self.reduce_maps(maps).detach(), s.map_control,
-                            generator=make_generator(derive_seed(self.cfg.seed, 'map_control', *label)))
-            self.mfam, self.mfam_step = M.to(self.device), self.step
-            self.srd_seconds['mfam_sampling'] += t1 - t0; self.srd_seconds['gradcam'] += time.perf_counter() - t1
-        self.mfam_history.append({'step': self.step, 'mfam': self.mfam.cpu(), **map_stats(self.mfam)})
+@patch
+def batch_map(self: SRDTrainer, model_kwargs: dict) -> torch.Tensor:
+    "The map applied to the batch of `model_kwargs`, (1|B, 1, H, W): the mFAM (conditional `per_class`: each example's class map)."
+    return self.mfam
 
-    def check_map(self, maps: torch.Tensor):
-        """Stop at the phase boundary if every FAM is exactly 0: Grad-CAM then found no positive evidence anywhere, and SRD
-        (and every control built from M) would be the baseline. Later refreshes that fade to 0 are a result: recorded, not stopped."""
-        if self.mfam is None and not bool(maps.amax() > 0):
-            raise RuntimeError(f'step {self.step}: all {len(maps)} flaw activation maps are exactly 0 at the phase boundary '
-                               f'(cam_read={self.cfg.srd.cam_read!r}), so SRD would equal the baseline; '
-                               "cam_read='activation' reads the highlighter's rectified output")
+# %% ../nbs/06_train.ipynb #27c0c7e0
+@patch
+def batch(self: SRDTrainer, step: int) -> torch.Tensor:
+    "As `Trainer.batch`; with `refine_seed`, refinement steps draw from the refinement phase's own data order."
+    if self.refine_order is None or step < self.cfg.srd.base_steps: return super(SRDTrainer, self).batch(step)
+    return to_model_range(self.images[self.refine_order.indices(step)]).to(self.device), {}
 
-    def reduce_maps(self, maps: torch.Tensor) -> torch.Tensor:
-        "The FAMs of a refresh -> the map SRD uses: the paper's mFAM (their plain mean). Conditional: one per class."
-        return mean_fam(maps)
+@patch
+def sampling_model(self: SRDTrainer, model: nn.Module, rows: slice, n: int, **kw):
+    "As `Trainer.sampling_model`; with `sample_modulation`, every sample is drawn under the last mFAM's attention modulation."
+    inner = super(SRDTrainer, self).sampling_model(model, rows, n, **kw)
+    if not (self.cfg.srd.sample_modulation and self.mfam is not None): return inner
+    M, lam = self.mfam, self.cfg.srd.lambda_r
+    def modulated(x, t, **k):
+        with modulate_attention(model, M, lam): return inner(x, t, **k)
+    return modulated
 
-    def batch_map(self) -> torch.Tensor:
-        "The map applied to this step's batch, (1|B, 1, H, W): the mFAM (conditional `per_class`: each example's class map)."
-        return self.mfam
+@patch
+def train_step(self: SRDTrainer) -> dict:
+    s = self.cfg.srd
+    if s.refine_seed is not None and self.step == s.base_steps:   # entering refinement: its own noise stream
+        self.noise_gen = make_generator(derive_seed(self.cfg.seed, 'noise', 'refine', s.refine_seed))
+    if self.refining:
+        self._enter_refinement()
+        if self.highlighter is None: self.train_highlighter()
+        if self.mfam is None or (self.step - self.cfg.srd.base_steps) % self.cfg.srd.cycle == 0: self.refresh_mfam()
+    return super(SRDTrainer, self).train_step()
 
-    # -- hooks ------------------------------------------------------------------------------
-    def batch(self, step: int) -> torch.Tensor:
-        "As `Trainer.batch`; with `refine_seed`, refinement steps draw from the refinement phase's own data order."
-        if self.refine_order is None or step < self.cfg.srd.base_steps: return super().batch(step)
-        return to_model_range(self.images[self.refine_order.indices(step)]).to(self.device)
+@patch
+def make_noise(self: SRDTrainer, x0, t, eps, model_kwargs):
+    if self.refining and self.uses_forward:
+        return noise_amplify(eps, self.batch_map(model_kwargs), self.cfg.srd.lambda_f, variant=self.cfg.srd.forward_variant)
+    return eps, eps
 
-    def sampling_model(self, model: nn.Module, rows: slice, n: int, **kw):
-        "As `Trainer.sampling_model`; with `sample_modulation`, every sample is drawn under the last mFAM's attention modulation."
-        inner = super().sampling_model(model, rows, n, **kw)
-        if not (self.cfg.srd.sample_modulation and self.mfam is not None): return inner
-        M, lam = self.mfam, self.cfg.srd.lambda_r
-        def modulated(x, t, **k):
-            with modulate_attention(model, M, lam): return inner(x, t, **k)
-        return modulated
+@patch
+def step_context(self: SRDTrainer, model_kwargs):
+    if self.refining and self.uses_reverse:
+        return modulate_attention(self.model, self.batch_map(model_kwargs), self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
+    return contextlib.nullcontext()
 
-    def train_step(self) -> dict:
-        s = self.cfg.srd
-        if s.refine_seed is not None and self.step == s.base_steps:   # entering refinement: its own noise stream
-            self.noise_gen = make_generator(derive_seed(self.cfg.seed, 'noise', 'refine', s.refine_seed))
-        if self.refining:
-            self._enter_refinement()
-            if self.highlighter is None: self.train_highlighter()
-            if self.mfam is None or (self.step - self.cfg.srd.base_steps) % self.cfg.srd.cycle == 0: self.refresh_mfam()
-        return super().train_step()
+# %% ../nbs/06_train.ipynb #aa63c70e
+@patch
+def extra_state(self: SRDTrainer) -> dict:
+    return {'highlighter': None if self.highlighter is None else self.highlighter.state_dict(),
+            'highlighter_report': self.highlighter_report, 'mfam': self.mfam, 'mfam_step': self.mfam_step,
+            'mfam_history': self.mfam_history, 'base_config_hash': base_config_hash(self.cfg),
+            'srd_seconds': self.srd_seconds}
 
-    def make_noise(self, x0, t, eps):
-        if self.refining and self.uses_forward:
-            return noise_amplify(eps, self.batch_map(), self.cfg.srd.lambda_f, variant=self.cfg.srd.forward_variant)
-        return eps, eps
+@patch
+def load_state_dict(self: SRDTrainer, sd: dict):
+    if any('.map_proj.' in k for k in sd['model']): self._enter_refinement()  # a refinement-phase checkpoint
+    super(SRDTrainer, self).load_state_dict(sd)
 
-    def step_context(self):
-        if self.refining and self.uses_reverse:
-            return modulate_attention(self.model, self.batch_map(), self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
-        return contextlib.nullcontext()
+@patch
+def load_extra_state(self: SRDTrainer, st: dict):
+    if st.get('highlighter') is not None:
+        self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
+        self.highlighter.load_state_dict(st['highlighter']); self.highlighter.eval()
+    self.highlighter_report = st.get('highlighter_report')
+    self.mfam, self.mfam_step = st.get('mfam'), st.get('mfam_step')
+    if self.mfam is not None: self.mfam = self.mfam.to(self.device)
+    self.mfam_history = st.get('mfam_history', [])
+    self.srd_seconds = st.get('srd_seconds', self.srd_seconds)
 
-    # -- state ------------------------------------------------------------------------------
-    def extra_state(self) -> dict:
-        return {'highlighter': None if self.highlighter is None else self.highlighter.state_dict(),
-                'highlighter_report': self.highlighter_report, 'mfam': self.mfam, 'mfam_step': self.mfam_step,
-                'mfam_history': self.mfam_history, 'base_config_hash': base_config_hash(self.cfg),
-                'srd_seconds': self.srd_seconds}
-
-    def load_state_dict(self, sd: dict):
-        if any('.map_proj.' in k for k in sd['model']): self._enter_refinement()  # a refinement-phase checkpoint
-        super().load_state_dict(sd)
-
-    def load_extra_state(self, st: dict):
-        if st.get('highlighter') is not None:
-            self.highlighter = build_flaw_highlighter(self.cfg.srd.highlighter, device=self.device)
-            self.highlighter.load_state_dict(st['highlighter']); self.highlighter.eval()
-        self.highlighter_report = st.get('highlighter_report')
-        self.mfam, self.mfam_step = st.get('mfam'), st.get('mfam_step')
-        if self.mfam is not None: self.mfam = self.mfam.to(self.device)
-        self.mfam_history = st.get('mfam_history', [])
-        self.srd_seconds = st.get('srd_seconds', self.srd_seconds)
-
-    def resume(self) -> bool:
-        "Resume from this run's checkpoint, else start from a compatible shared base checkpoint."
-        if super().resume(): return True
-        if self.base_checkpoint is None: return False
-        if not self.base_checkpoint.exists():  # never silently train the base phase again
-            raise FileNotFoundError(f'base_checkpoint={str(self.base_checkpoint)!r} does not exist')
-        sd = load_checkpoint(self.base_checkpoint)
-        if sd['extra'].get('base_config_hash') != base_config_hash(self.cfg):
-            raise ValueError(f'base checkpoint {self.base_checkpoint} has base config {sd["extra"].get("base_config_hash")}; '
-                             f'this run needs {base_config_hash(self.cfg)}')
-        if sd['step'] != self.cfg.srd.base_steps:
-            raise ValueError(f'base checkpoint is at step {sd["step"]}; expected base_steps={self.cfg.srd.base_steps}')
-        self.load_state_dict({**sd, 'config_hash': config_hash(self.cfg), 'extra': {}})
-        return True
+@patch
+def resume(self: SRDTrainer) -> bool:
+    "Resume from this run's checkpoint, else start from a compatible shared base checkpoint."
+    if super(SRDTrainer, self).resume(): return True
+    if self.base_checkpoint is None: return False
+    if not self.base_checkpoint.exists():  # never silently train the base phase again
+        raise FileNotFoundError(f'base_checkpoint={str(self.base_checkpoint)!r} does not exist')
+    sd = load_checkpoint(self.base_checkpoint)
+    if sd['extra'].get('base_config_hash') != base_config_hash(self.cfg):
+        raise ValueError(f'base checkpoint {self.base_checkpoint} has base config {sd["extra"].get("base_config_hash")}; '
+                         f'this run needs {base_config_hash(self.cfg)}')
+    if sd['step'] != self.cfg.srd.base_steps:
+        raise ValueError(f'base checkpoint is at step {sd["step"]}; expected base_steps={self.cfg.srd.base_steps}')
+    self.load_state_dict({**sd, 'config_hash': config_hash(self.cfg), 'extra': {}})
+    return True
 
 # %% ../nbs/06_train.ipynb #4c7c0cd8
 def plot_mfam_history(history: list[dict], *, ncols: int = 8, title: str | None = None):

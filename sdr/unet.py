@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .core import check_int, check_range
+from .core import check_int
 from .config import UNetConfig
 
 # %% auto #0
@@ -57,6 +57,7 @@ class KVAttention(nn.Module):
     def __init__(self):
         super().__init__()
         self.kv_modulation: Optional[KVModulation] = None
+        self.map_proj: Optional[nn.Module] = None   # SRD's learned M -> M_emb projection, installed by `add_map_projections`
 
 class SelfAttention(KVAttention):
     "Multi-head self-attention over a feature map, with explicit Q, K, V and a K/V modulation point."

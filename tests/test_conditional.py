@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sdr.core import make_generator, seeded_build
+from sdr.core import assert_same_weights, differing_weights, make_generator, seeded_build
 from sdr.config import ConditionalConfig, ExperimentConfig, config_hash, preset
 from sdr.unet import build_unet
 from sdr.conditional import (ConditionalTrainer, ConditionalUNet, GuidedDenoiser, build_conditional_unet,
@@ -68,8 +68,9 @@ def test_dropped_label_is_the_null_label(model, batch):
 def test_label_dropout_in_training_is_a_function_of_the_step(tmp_path):
     cfg = CCFG.replace(conditional=ConditionalConfig(p_uncond=0.5))
     tr = ConditionalTrainer(cfg, tmp_path / 'a', device='cpu', progress=False)
-    tr.batch(3); d1 = tr._drop.clone(); tr.batch(4); tr.batch(3)
-    assert torch.equal(d1, tr._drop) and 0 < d1.float().mean() < 1
+    d1 = tr.batch(3)[1]['drop']
+    assert not torch.equal(d1, tr.batch(4)[1]['drop'])
+    assert torch.equal(d1, tr.batch(3)[1]['drop']) and 0 < d1.float().mean() < 1
 
 
 def test_guided_denoiser_keeps_eval_mode(model, batch):
@@ -89,7 +90,7 @@ def test_unconditional_build_is_unchanged():
         assert s.hexdigest()[:16] == h, name
     # and the conditional model's U-Net starts from exactly those weights
     plain = seeded_build(lambda: build_unet(CCFG)); cond = seeded_build(lambda: build_conditional_unet(CCFG))
-    assert all(torch.equal(v, cond.unet.state_dict()[k]) for k, v in plain.state_dict().items())
+    assert_same_weights(plain, cond.unet, 'conditional U-Net at init', names=plain.state_dict())
 
 
 def test_committed_run_ids_unchanged():
@@ -142,13 +143,12 @@ def test_per_class_mfam_end_to_end(tmp_path):
                        srd=CCFG.srd.replace(mechanism='combined', base_steps=8, cycle=4, mfam_batch=10, n_real=64, n_generated=64))
     srd = ConditionalTrainer(cfg, tmp_path / 'srd', device='cpu', progress=False).fit()
     assert srd.mfam.shape == (10, 1, 16, 16) and len(srd.mfam_history) == 2
-    srd.batch(15)
-    assert torch.equal(srd.batch_map(), srd.mfam[srd._y])
+    _, kw = srd.batch(15)
+    assert torch.equal(srd.batch_map(kw), srd.mfam[kw['y']])
     base = ConditionalTrainer(cfg.replace(srd=cfg.srd.replace(mechanism='none')), tmp_path / 'base', device='cpu', progress=False).fit()
     zero = ConditionalTrainer(cfg.replace(srd=cfg.srd.replace(lambda_f=0.0, lambda_r=0.0)), tmp_path / 'zero', device='cpu', progress=False).fit()
-    sd = base.model.state_dict()
-    assert all(torch.equal(v, sd[k]) for k, v in zero.model.state_dict().items())
-    assert any(not torch.equal(v, sd[k]) for k, v in srd.model.state_dict().items())
+    assert_same_weights(base.model, zero.model, 'lambda=0 vs baseline')
+    assert differing_weights(base.model, srd.model)
     s = srd.sample(10, steps=2)
     assert s.shape == (10, 1, 16, 16) and s.min() >= -1 and s.max() <= 1
 

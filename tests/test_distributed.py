@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sdr.core import differing_weights
 from sdr.config import preset
 from sdr.train import SRDTrainer
 
@@ -76,4 +77,4 @@ def test_a_ddp_wrapped_before_the_map_projections_would_fail_this_check(tmp_path
     r0, r1 = _torchrun(cfg, tmp_path / 'once', tmp_path / 'once', env={'SDR_TEST_WRAP_ONCE': '1'})
     proj = [k for k in r0['model'] if '.map_proj.' in k]
     assert proj and max((r0['model'][k] - r1['model'][k]).abs().max().item() for k in proj) > 0
-    assert all(torch.equal(r0['model'][k], r1['model'][k]) for k in r0['model'] if k not in proj)
+    assert differing_weights(r0['model'], r1['model']) == sorted(proj)   # the U-Net in step, only the projections apart

@@ -2,11 +2,11 @@
 import hashlib, math
 import pytest
 import torch
-from sdr.core import make_generator
+from sdr.core import assert_same_weights, make_generator
 from sdr.config import preset
 from sdr.data import load_dataset, to_model_range
 from sdr.diffusion import GaussianDiffusion, cosine_betas, linear_betas
-from sdr.runs import train_base
+from sdr.runs import cpu_facts, train_base
 from sdr.guidance import (Autoguidance, DiscriminatorConfig, DiscriminatorGuidance, GuidanceConfig, guide_trainer,
                           train_discriminator, validation_split)
 from sdr.train import Trainer, base_config
@@ -30,15 +30,25 @@ def _oracle_setup(name):
         return torch.cat([eps, torch.tanh(x)], 1) if sigma else eps
     return diff, oracle
 
-@pytest.mark.parametrize('key', sorted(GOLDEN))
-def test_unused_hook_is_the_old_sampler_bit_for_bit(key):
+# Bits depend on the CPU's vector units: these hashes hold on AVX2-only CPUs (where they were recorded and CI passed),
+# not on AVX-512/AMX ones (checked 2026-12-02: the code of the time gives other bits there too). Elsewhere only the
+# identity below is checked; tests/test_redesign_identity.py compares the samplers with older code on any CPU.
+GOLDEN_CPU_FLAGS = ['avx2']
+
+def _sample(key, **kw):
     name, sampler, eta = key
     diff, oracle = _oracle_setup(name)
-    out = diff.sample(oracle, (3, 1, 4, 4), sampler=sampler, steps=7, eta=eta, generator=make_generator(11))
-    assert _hash(out) == GOLDEN[key]
-    same = diff.sample(oracle, (3, 1, 4, 4), sampler=sampler, steps=7, eta=eta, generator=make_generator(11),
-                       guidance=lambda x, t, o: o)
-    assert torch.equal(out, same)
+    return diff.sample(oracle, (3, 1, 4, 4), sampler=sampler, steps=7, eta=eta, generator=make_generator(11), **kw)
+
+@pytest.mark.parametrize('key', sorted(GOLDEN))
+def test_unused_hook_is_the_old_sampler_bit_for_bit(key):
+    if cpu_facts()['cpu_flags'] != GOLDEN_CPU_FLAGS:
+        pytest.skip(f"golden hashes hold on CPUs with flags {GOLDEN_CPU_FLAGS}; this one has {cpu_facts()['cpu_flags']}")
+    assert _hash(_sample(key)) == GOLDEN[key]
+
+@pytest.mark.parametrize('key', sorted(GOLDEN))
+def test_identity_hook_changes_no_bit(key):
+    assert torch.equal(_sample(key), _sample(key, guidance=lambda x, t, o: o))
 
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
@@ -124,7 +134,7 @@ def test_guide_lies_on_the_base_trajectory(tmp_path):
     assert guide.step == 20 and info['guide_from'] == 'trained to its step'
     resumed = Trainer(base_config(cfg), guide.out_dir, device='cpu', progress=False).fit(until=cfg.srd.base_steps)
     base = torch.load(base_ck, map_location='cpu', weights_only=False)
-    for k, v in base['ema']['model'].items(): assert torch.equal(v, resumed.ema.model.state_dict()[k]), k
+    assert_same_weights(base['ema']['model'], resumed.ema.model, 'guide resumed to the base end vs base')
     # a base that kept its checkpoint at that step (in any experiment under the root) is used instead, at no cost
     from sdr.train import base_config_hash, save_checkpoint
     kept = tmp_path / 'e11' / f'base-{base_config_hash(cfg)}' / 'train' / 'checkpoints' / 'step-20.pt'

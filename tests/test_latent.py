@@ -3,7 +3,7 @@ own autoencoder and resumes from it, the learned map projection (proj='conv'), I
 import torch
 import pytest
 
-from sdr.core import make_generator
+from sdr.core import assert_same_weights, make_generator
 from sdr.config import preset
 from sdr.data import load_dataset
 from sdr.latent import (LatentSRDTrainer, autoencoder_hash, autoencoder_preset, load_autoencoder, train_autoencoder,
@@ -30,8 +30,7 @@ def ae(images):
 
 
 def _same_weights(a, b):
-    for n, p in a.model.named_parameters(): assert torch.equal(p, b.model.get_parameter(n)), n
-    for n, p in a.ema.model.named_parameters(): assert torch.equal(p, b.ema.model.get_parameter(n)), n
+    assert_same_weights(a.model, b.model, 'model'); assert_same_weights(a.ema.model, b.ema.model, 'EMA model')
 
 
 def test_trainer_trains_saves_and_reuses_its_autoencoder(tmp_path, images):
@@ -69,14 +68,14 @@ def test_conv_projection_zero_lambda_and_resume(tmp_path, images, ae):
     base = LatentSRDTrainer(_small('none'), tmp_path / 'base', **kw).fit()
     zero = LatentSRDTrainer(_small(proj='conv', lambda_r=0.0), tmp_path / 'zero', **kw).fit()
     assert [r['loss'] for r in zero.log] == [r['loss'] for r in base.log]
-    for n, p in base.model.named_parameters(): assert torch.equal(p, zero.model.get_parameter(n)), n
+    assert_same_weights(base.model, zero.model, 'lambda_r=0 vs baseline', names=base.model.state_dict())
     conv = _small(proj='conv')
     straight = LatentSRDTrainer(conv, tmp_path / 'conv', **kw).fit()
     assert any('.map_proj.' in n for n, _ in straight.model.named_parameters())
     assert not torch.equal(straight.model.stem.weight, base.model.stem.weight)
     LatentSRDTrainer(conv, tmp_path / 'conv_split', **kw).fit(until=8)
     resumed = LatentSRDTrainer(conv, tmp_path / 'conv_split', **kw).fit()
-    for n, p in straight.model.named_parameters(): assert torch.equal(p, resumed.model.get_parameter(n)), n
+    assert_same_weights(straight.model, resumed.model, 'resumed')
 
 
 def test_improved_ddpm_on_latents(tmp_path, images, ae):
@@ -96,8 +95,9 @@ def test_latents_are_the_trainers_batches(tmp_path, images, ae):
     "batch(step) = scaled latents of the pixel trainer's batch at that step (same DataOrder)."
     tr = LatentSRDTrainer(_small(), tmp_path, autoencoder=ae, images=images, device='cpu', progress=False)
     idx = tr.order.indices(5)
-    assert torch.equal(tr.batch(5), encode_images(ae, images[idx]))
-    z = tr.batch(0)
+    z5, kw = tr.batch(5)
+    assert torch.equal(z5, encode_images(ae, images[idx])) and kw == {}
+    z = tr.batch(0)[0]
     assert decode_latents(ae, z).shape == (len(z), 1, 16, 16)
 
 

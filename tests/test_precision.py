@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import sdr.core as core
-from sdr.core import resolve_precision
+from sdr.core import assert_same_weights, resolve_precision
 from sdr.config import preset, config_hash
 from sdr.train import Trainer
 
@@ -79,7 +79,7 @@ def test_fp32_is_bit_identical_to_no_precision_switch(tmp_path, monkeypatch):
         b = Trainer(_smoke(), tmp_path / 'b', device='cpu', progress=False).fit()
         sb = b.sample(4, steps=2)
     assert [r['loss'] for r in a.log] == [r['loss'] for r in b.log]
-    for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()): assert torch.equal(p, q), n
+    assert_same_weights(a.model, b.model, 'fp32 vs no autocast')
     assert torch.equal(a.sample(4, steps=2), sb)
 
 

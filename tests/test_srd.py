@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from sdr.core import assert_same_weights
 from sdr.config import preset
 from sdr.train import SRDTrainer
 
@@ -26,7 +27,7 @@ def test_iddpm_lambda_zero_is_baseline(tmp_path):
     base = SRDTrainer(_iddpm('none'), tmp_path / 'b', device='cpu', progress=False).fit()
     zero = SRDTrainer(_iddpm('combined', lambda_f=0.0, lambda_r=0.0), tmp_path / 'z', device='cpu', progress=False).fit()
     assert [r['loss'] for r in base.log] == [r['loss'] for r in zero.log]
-    for n, p in base.model.named_parameters(): assert torch.equal(p, zero.model.get_parameter(n)), n
+    assert_same_weights(base.model, zero.model, 'lambda=0 vs baseline', names=base.model.state_dict())
 
 
 def test_srd_changes_training_when_lambda_positive(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 import pytest
 
+from sdr.core import assert_same_weights
 from sdr.config import preset
 from sdr.data import load_dataset
 from sdr.train import Trainer, load_checkpoint
@@ -37,10 +38,7 @@ def _wait_for_step(out, step, proc, timeout=120):
 
 def _assert_identical(a, b):
     assert a['step'] == b['step']
-    for k in a['model']:
-        assert torch.equal(a['model'][k], b['model'][k]), k
-    for k in a['ema']['model']:
-        assert torch.equal(a['ema']['model'][k], b['ema']['model'][k]), k
+    assert_same_weights(a['model'], b['model'], 'model'); assert_same_weights(a['ema']['model'], b['ema']['model'], 'EMA model')
     assert [r['loss'] for r in a['log']] == [r['loss'] for r in b['log']]
 
 @pytest.fixture(scope='module')

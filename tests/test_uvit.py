@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sdr.core import assert_same_weights
 from sdr.config import ConditionalConfig, UViTConfig, preset
 from sdr.srd import add_map_projections, modulate_attention
 from sdr.train import SRDTrainer, load_checkpoint
@@ -21,8 +22,7 @@ def _train(cfg, out, trainer=SRDTrainer, **kw):
     return trainer(cfg, out, device='cpu', progress=False, **kw).fit()
 
 
-def _same_weights(a, b):
-    for n, p in a.named_parameters(): assert torch.equal(p, b.get_parameter(n)), n
+def _same_weights(a, b): assert_same_weights(a, b, names=a.state_dict())
 
 
 class ZeroMapTrainer(SRDTrainer):
@@ -167,8 +167,7 @@ def test_exact_resume_through_refinement(tmp_path):
     a, b = load_checkpoint(tmp_path / 'straight/checkpoints/last.pt'), load_checkpoint(tmp_path / 'split/checkpoints/last.pt')
     assert a['step'] == b['step'] == 40
     assert any('.map_proj.' in k for k in a['model'])
-    for k in a['model']: assert torch.equal(a['model'][k], b['model'][k]), k
-    for k in a['ema']['model']: assert torch.equal(a['ema']['model'][k], b['ema']['model'][k]), k
+    assert_same_weights(a['model'], b['model'], 'model'); assert_same_weights(a['ema']['model'], b['ema']['model'], 'EMA model')
     resumed_loss = {r['step']: r['loss'] for r in resumed.log}             # (+ the entry of the stop at step 35)
     assert {r['step']: r['loss'] for r in straight.log} == {s: resumed_loss[s] for s in (10, 20, 30, 40)}
     assert torch.equal(straight.mfam, resumed.mfam)
