@@ -137,7 +137,7 @@ class ConditionalTrainer(SRDTrainer):
 @patch
 def batch(self: ConditionalTrainer, step: int) -> tuple[torch.Tensor, dict]:
     "x0 of `step` with its labels `y` and label-dropout mask `drop` (a pure function of the step)."
-    idx = self.order.indices(step)
+    idx = self.batch_indices(step)   # SRD's: a reseeded refinement draws its own order
     g = make_generator(derive_seed(self.cfg.seed, 'label_dropout', step))   # a pure function of the step
     y = self.labels[idx].to(self.device)
     drop = (torch.rand(len(idx), generator=g) < self.cfg.conditional.p_uncond).to(self.device)

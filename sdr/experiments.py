@@ -179,12 +179,10 @@ def experiment_base(preset_name: str, *, steps: int | None = None, base_steps: i
 
 @dataclass(frozen=True)
 class ExperimentRun:
-    "What `run_and_report` made: the table's rows and markdown file, and where the records and tables are."
+    "What `run_and_report` made: the table's rows, its markdown file (beside its csv and png) and the run records' root."
     rows: list
     table: Path
     root: Path
-    reports_dir: Path
-    configs: list
 
 def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str, seeds, ev, workers: int = 1, root='',
                    reports_dir='', cluster: str = '') -> ExperimentRun:
@@ -194,7 +192,7 @@ def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str,
     from sdr.config import grid_line
     from sdr.executors import SubmititExecutor
     from sdr.grid import run_grid
-    tmp = Path(tempfile.mkdtemp(prefix=f'sdr_{exp.name}_'))
+    tmp = Path(tempfile.mkdtemp(prefix=f'sdr_{exp.name}_')) if not (root and reports_dir) else None
     root, reports_dir = Path(root or tmp / 'runs'), Path(reports_dir or tmp)
     seeds = list(seeds)
     configs = variant_configs(base, exp.variants, seeds)
@@ -211,4 +209,4 @@ def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str,
     if [r['variant'] for r in rows] != list(exp.variants) or any(r['n_seeds'] != len(seeds) for r in rows):
         raise RuntimeError(f'{exp.name}: the table has {[(r["variant"], r["n_seeds"]) for r in rows]}; '
                            f'expected every variant of {list(exp.variants)} with {len(seeds)} seeds')
-    return ExperimentRun(rows, md, root, reports_dir, configs)
+    return ExperimentRun(rows, md, root)

@@ -5,7 +5,7 @@
 # %% ../nbs/08_latent.ipynb #83e4e459
 from __future__ import annotations
 from fastcore.basics import patch
-import contextlib, hashlib, math, os, time
+import hashlib, math, os, time
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from .core import check_choice, check_int, derive_seed, evaluating, make_generat
 from .config import AutoencoderConfig, ExperimentConfig
 from .data import show_images, to_model_range
 from .unet import UNet
-from .srd import check_map, modulate_attention
+from .srd import check_map
 from .train import SRDTrainer, load_checkpoint, save_checkpoint
 
 # %% auto #0
@@ -306,7 +306,7 @@ class LatentSRDTrainer(SRDTrainer):
 @patch
 def batch(self: LatentSRDTrainer, step: int) -> tuple[torch.Tensor, dict]:
     "The latent training batch of `step` (scaled latents of the pixel trainer's batch); no keyword arguments."
-    return self.latents[self.order.indices(step)].to(self.device), {}
+    return self.latents[self.batch_indices(step)].to(self.device), {}
 
 @patch
 def encode(self: LatentSRDTrainer, images: torch.Tensor) -> torch.Tensor:
@@ -331,13 +331,9 @@ def latent_mfam(self: LatentSRDTrainer) -> torch.Tensor | None:
     return None if self.mfam is None else resize_map(self.mfam, self.ae_cfg.latent_size)
 
 @patch
-def make_noise(self: LatentSRDTrainer, x0, t, eps, model_kwargs): return eps, eps   # never the forward mechanism
-
-@patch
-def step_context(self: LatentSRDTrainer, model_kwargs):
-    if self.refining and self.uses_reverse:
-        return modulate_attention(self.model, self.latent_mfam, self.cfg.srd.lambda_r, proj=self.cfg.srd.proj)
-    return contextlib.nullcontext()
+def batch_map(self: LatentSRDTrainer, model_kwargs: dict) -> torch.Tensor:
+    "The map SRD's reverse mechanism modulates with (`SRDTrainer.step_context`): the mFAM on the latent grid."
+    return self.latent_mfam
 
 # %% ../nbs/08_latent.ipynb #53b047ba
 @patch

@@ -159,10 +159,15 @@ def load_extra_state(self: Trainer, state: dict): pass
 
 # %% ../nbs/06_train.ipynb #f36daea2
 @patch
+def batch_indices(self: Trainer, step: int) -> torch.Tensor:
+    "Which training images make the batch of `step`: a pure function of the step (see `DataOrder`)."
+    return self.order.indices(step)
+
+@patch
 def batch(self: Trainer, step: int) -> tuple[torch.Tensor, dict]:
     """The training batch of `step`: x0 in [-1, 1] and the denoiser's keyword arguments for it (baseline: none; conditional:
-    labels and dropout mask). A pure function of the step (see `DataOrder`)."""
-    return to_model_range(self.images[self.order.indices(step)]).to(self.device), {}
+    labels and dropout mask)."""
+    return to_model_range(self.images[self.batch_indices(step)]).to(self.device), {}
 
 @patch
 def train_step(self: Trainer) -> dict:
@@ -499,10 +504,10 @@ def batch_map(self: SRDTrainer, model_kwargs: dict) -> torch.Tensor:
 
 # %% ../nbs/06_train.ipynb #27c0c7e0
 @patch
-def batch(self: SRDTrainer, step: int) -> torch.Tensor:
-    "As `Trainer.batch`; with `refine_seed`, refinement steps draw from the refinement phase's own data order."
-    if self.refine_order is None or step < self.cfg.srd.base_steps: return super(SRDTrainer, self).batch(step)
-    return to_model_range(self.images[self.refine_order.indices(step)]).to(self.device), {}
+def batch_indices(self: SRDTrainer, step: int) -> torch.Tensor:
+    "As `Trainer.batch_indices`; with `refine_seed`, refinement steps draw from the refinement phase's own data order."
+    if self.refine_order is None or step < self.cfg.srd.base_steps: return super(SRDTrainer, self).batch_indices(step)
+    return self.refine_order.indices(step)
 
 @patch
 def sampling_model(self: SRDTrainer, model: nn.Module, rows: slice, n: int, **kw):

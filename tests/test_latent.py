@@ -108,3 +108,14 @@ def test_autoencoder_from_the_experiment_config(tmp_path, images, ae):
     assert tr.ae_cfg == ae.cfg and tr.model.in_channels == ae.cfg.latent_channels
     with pytest.raises(ValueError, match='differs from cfg.autoencoder'):
         LatentSRDTrainer(cfg, tmp_path / 'd', ae_cfg=ae.cfg.replace(width=8), images=images, device='cpu')
+
+
+def test_a_reseeded_refinement_draws_its_own_data_order(tmp_path, images, ae):
+    "refine_seed: refinement batches come from SRD's refinement order (`batch_indices`), as for the pixel trainer."
+    cfg = _small(refine_seed=100)
+    tr = LatentSRDTrainer(cfg, tmp_path, autoencoder=ae, images=images, device='cpu', progress=False)
+    b = cfg.srd.base_steps
+    assert torch.equal(tr.batch_indices(b - 1), tr.order.indices(b - 1))            # base phase: the shared order
+    assert torch.equal(tr.batch_indices(b), tr.refine_order.indices(b))
+    assert not torch.equal(tr.refine_order.indices(b), tr.order.indices(b))
+    assert torch.equal(tr.batch(b)[0], tr.latents[tr.refine_order.indices(b)])
