@@ -161,7 +161,7 @@ def list_images(path: str | os.PathLike, *, classes: list[str] | None = None) ->
     if unknown: raise ValueError(f'image folder {str(root)!r} has classes {unknown} not in classes={list(classes)}')
     return [root.joinpath(*r) for r in rel], [index[k] for k in keys], list(classes)
 
-# %% ../nbs/01_data.ipynb #97bb0621
+# %% ../nbs/01_data.ipynb #7ed046e0
 _SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I;16N')
 
 def to_grey_or_rgb(im: Image.Image, channels: int, *, path='image') -> Image.Image:
@@ -189,6 +189,7 @@ def resize_center_crop(im: Image.Image, image_size: int) -> np.ndarray:
     top, left = (a.shape[0] - image_size) // 2, (a.shape[1] - image_size) // 2
     return a[top:top + image_size, left:left + image_size]
 
+# %% ../nbs/01_data.ipynb #433d9b26
 def _open_image(path) -> Image.Image:
     "Decode an image file (EXIF orientation applied); ValueError naming the file if PIL cannot."
     try:
