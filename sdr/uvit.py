@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from fastcore.basics import patch
 
 from .core import check_choice, check_int
 from .config import PRESETS, UViTConfig
@@ -88,7 +89,7 @@ class UViTBlock(nn.Module):
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
-# %% ../nbs/02b_uvit.ipynb #137666d4
+# %% ../nbs/02b_uvit.ipynb #bdc29ec9
 class UViT(nn.Module):
     "U-ViT ε-prediction network (Bao et al. 2023). `forward(x, t[, cond_emb]) -> (B, out, H, W)`; `cond_emb` is the label token."
     def __init__(self, cfg: UViTConfig, *, image_size: int, in_channels: int = 1, out_channels: int | None = None,
@@ -127,30 +128,34 @@ class UViT(nn.Module):
     @property
     def emb_dim(self) -> int: return self.cfg.embed_dim
 
-    def tokens(self, x: torch.Tensor, t: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
-        "The input sequence (B, extras + H*W, D): [label token,] time token, patch tokens (row-major), plus the position embedding."
-        if x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
-            raise ValueError(f'x.shape={tuple(x.shape)}: expected (B, {self.in_channels}, {self.image_size}, {self.image_size})')
-        B, D = len(x), self.emb_dim
-        patches = self.patch_embed(x).flatten(2).transpose(1, 2)
-        extra = [self.time_embed(timestep_embedding(t, D)).unsqueeze(1)]
-        if self.label_token:
-            if cond_emb is None:
-                raise ValueError('cond_emb=None: this U-ViT was built with a label token (label_token=True); pass cond_emb of shape (B, emb_dim)')
-            if cond_emb.shape != (B, D): raise ValueError(f'cond_emb.shape={tuple(cond_emb.shape)}: expected (B, emb_dim)={(B, D)}')
-            extra.insert(0, cond_emb.unsqueeze(1))
-        elif cond_emb is not None:
-            raise ValueError('cond_emb given, but this U-ViT has no label token: build it with label_token=True (a conditional config)')
-        return torch.cat([z.to(patches.dtype) for z in extra] + [patches], dim=1) + self.pos_embed
+# %% ../nbs/02b_uvit.ipynb #169b68c4
+@patch
+def tokens(self: UViT, x: torch.Tensor, t: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
+    "The input sequence (B, extras + H*W, D): [label token,] time token, patch tokens (row-major), plus the position embedding."
+    if x.shape[1:] != (self.in_channels, self.image_size, self.image_size):
+        raise ValueError(f'x.shape={tuple(x.shape)}: expected (B, {self.in_channels}, {self.image_size}, {self.image_size})')
+    B, D = len(x), self.emb_dim
+    patches = self.patch_embed(x).flatten(2).transpose(1, 2)
+    extra = [self.time_embed(timestep_embedding(t, D)).unsqueeze(1)]
+    if self.label_token:
+        if cond_emb is None:
+            raise ValueError('cond_emb=None: this U-ViT was built with a label token (label_token=True); pass cond_emb of shape (B, emb_dim)')
+        if cond_emb.shape != (B, D): raise ValueError(f'cond_emb.shape={tuple(cond_emb.shape)}: expected (B, emb_dim)={(B, D)}')
+        extra.insert(0, cond_emb.unsqueeze(1))
+    elif cond_emb is not None:
+        raise ValueError('cond_emb given, but this U-ViT has no label token: build it with label_token=True (a conditional config)')
+    return torch.cat([z.to(patches.dtype) for z in extra] + [patches], dim=1) + self.pos_embed
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
-        h, skips = self.tokens(x, t, cond_emb), []
-        for blk in self.in_blocks:
-            h = blk(h); skips.append(h)
-        h = self.mid_block(h)
-        for blk in self.out_blocks: h = blk(h, skips.pop())   # out-block i takes in-block depth//2 - 1 - i: the long skip
-        h = self.decoder_pred(self.norm(h))[:, self.extras:]
-        return self.final_layer(unpatchify(h, patch_size=self.cfg.patch_size, channels=self.out_channels))
+# %% ../nbs/02b_uvit.ipynb #af8875cb
+@patch
+def forward(self: UViT, x: torch.Tensor, t: torch.Tensor, cond_emb: torch.Tensor | None = None) -> torch.Tensor:
+    h, skips = self.tokens(x, t, cond_emb), []
+    for blk in self.in_blocks:
+        h = blk(h); skips.append(h)
+    h = self.mid_block(h)
+    for blk in self.out_blocks: h = blk(h, skips.pop())   # out-block i takes in-block depth//2 - 1 - i: the long skip
+    h = self.decoder_pred(self.norm(h))[:, self.extras:]
+    return self.final_layer(unpatchify(h, patch_size=self.cfg.patch_size, channels=self.out_channels))
 
 # %% ../nbs/02b_uvit.ipynb #dd58bb24
 def uvit_preset(name: str = 'cpu') -> UViTConfig:
