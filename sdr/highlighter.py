@@ -18,7 +18,7 @@ from .config import CAM_READS, HighlighterConfig
 __all__ = ['HIGHLIGHTER_PRESETS', 'highlighter_preset', 'MaxPool2x2', 'FlawHighlighter', 'build_flaw_highlighter',
            'highlighter_logits', 'train_flaw_highlighter']
 
-# %% ../nbs/04_highlighter.ipynb #60a0cdf3
+# %% ../nbs/04_highlighter.ipynb #57a98513
 HIGHLIGHTER_PRESETS = ('smoke', 'cpu', 'paper')
 
 def highlighter_preset(name: str = 'cpu', **overrides) -> HighlighterConfig:
@@ -38,6 +38,7 @@ class MaxPool2x2(nn.Module):
         x = x[..., :x.shape[-2] // 2 * 2, :x.shape[-1] // 2 * 2]
         return torch.maximum(torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]), torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2]))
 
+# %% ../nbs/04_highlighter.ipynb #dce8e367
 class FlawHighlighter(nn.Module):
     "VGG-style real-vs-generated classifier returning **logits** (B, 2): class 0 = generated, class 1 = real."
     GENERATED, REAL, num_classes = 0, 1, 2
