@@ -24,7 +24,7 @@ __all__ = ['ARTIFACT_KINDS', 'OBJECT_LEVEL', 'BASELINES', 'LOCALIZATION_PRESETS'
            'localization_preset', 'fam_localization_benchmark', 'plot_fam_localization', 'fam_localization_markdown',
            'write_fam_localization_report']
 
-# %% ../nbs/04b_fam_benchmark.ipynb #1cfdba0b
+# %% ../nbs/04b_fam_benchmark.ipynb #05442cb6
 ARTIFACT_KINDS = ('blur', 'noise', 'checkerboard', 'warp', 'swap')
 OBJECT_LEVEL = -0.8   # a pixel is "object" when its value in [-1, 1] exceeds this (~25/255)
 
@@ -45,6 +45,7 @@ def place_on_object(images: torch.Tensor, patch: int, *, min_object: float, gene
     ncol = images.shape[-1] - patch + 1
     return torch.stack([idx // ncol, idx % ncol], 1)
 
+# %% ../nbs/04b_fam_benchmark.ipynb #89f2fd57
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = int(2 * math.ceil(2 * sigma) + 1); t = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
     g = torch.exp(-t ** 2 / (2 * sigma ** 2)); g = g / g.sum()
@@ -77,6 +78,7 @@ def _apply_artifact(kind, x, tops, patch, generator, donors):
     else: y = donors                                                    # swap
     return torch.where(mask, y.clamp(-1, 1), x), mask
 
+# %% ../nbs/04b_fam_benchmark.ipynb #cae0be0d
 def inject_artifacts(images: torch.Tensor, kind: str, *, patch: int, generator: torch.Generator, min_object: float = 0.5,
                      min_change: float = 0.05, max_tries: int = 20) -> tuple[torch.Tensor, torch.Tensor, dict]:
     "Corrupt every image with one `kind` artifact in a random `patch` square on the object: (images, masks, info)."
@@ -170,7 +172,7 @@ class LocalizationConfig(ConfigBase):
 LOCALIZATION_PRESETS = ('smoke', 'full')
 
 def localization_preset(name: str = 'full', **overrides) -> LocalizationConfig:
-    "'smoke' (16 px, one highlighter, seconds: notebook and CI) or 'full' (28 px, three highlighters, ~5 min on one CPU thread)."
+    "'smoke' (16 px, one highlighter, seconds: notebook and CI) or 'full' (28 px, three highlighters, minutes on a CPU)."
     check_choice('name', name, LOCALIZATION_PRESETS)
     if name == 'smoke':
         cfg = LocalizationConfig(n_train=600, n_test=24, patch=5, n_boot=200, replicates=1, highlighter=highlighter_preset('smoke', epochs=4))
@@ -301,7 +303,7 @@ def plot_fam_localization(result: dict, *, n_examples: int = 4):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/04b_fam_benchmark.ipynb #2227afc6
+# %% ../nbs/04b_fam_benchmark.ipynb #9d20c919
 def _fmt_ci(t, pct: bool = True) -> str:
     m, lo, hi = t
     return f'{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]' if pct else f'{m:.3f} [{lo:.3f}, {hi:.3f}]'
@@ -309,11 +311,10 @@ def _fmt_ci(t, pct: bool = True) -> str:
 def _fmt_seeds(v, pct: bool = True) -> str:
     return ', '.join(f'{100 * x:.0f}' if pct else f'{x:.2f}' for x in v)
 
-def fam_localization_markdown(result: dict, *, figure: str = 'fam_localization.png', command: str | None = None) -> str:
-    "The Markdown report of a `fam_localization_benchmark` result."
-    cfg, hls, pk = result['config'], result['highlighters'], result['per_kind']
-    rows = [k for k in pk if k != 'all'] + ['all']
-    allk = pk['all']; best = max(BASELINES, key=lambda b: allk[b]['hit'][0]); R = allk['replicates']
+def _report_summary(result: dict, command: str | None) -> list[str]:
+    "The report's title, its provenance line and its 'Paper vs ours' section."
+    cfg, allk = result['config'], result['per_kind']['all']
+    best = max(BASELINES, key=lambda b: allk[b]['hit'][0]); R = allk['replicates']
     L = ['# FAM localization: Grad-CAM flaw maps against synthetic artifacts with known masks', '',
          f"Made by `sdr.fam_benchmark.fam_localization_benchmark` and `write_fam_localization_report` (seed {cfg['seed']}, "
          f"{R} highlighter(s), {result['seconds']:.0f} s on {result.get('device', '?')}, torch {result.get('torch', '?')})."
@@ -329,8 +330,13 @@ def fam_localization_markdown(result: dict, *, figure: str = 'fam_localization.p
          'highlighter, CelebA-HQ at 128 px); ours is an objective score against synthetic artifacts whose masks we know, on '
          'Fashion-MNIST at 28 px with highlighters trained from scratch on clean vs corrupted images. It tests whether Grad-CAM '
          'flaw maps point at local flaws a classifier has learned to see; it does not reproduce the 87 %, and synthetic artifacts '
-         'are cleaner targets than real ones.', '',
-         '## The highlighters', '',
+         'are cleaner targets than real ones.', '']
+    return L
+
+def _highlighter_section(result: dict) -> list[str]:
+    "The report's table of the highlighters: training data, held-out accuracy, test detection and FAM hit rate."
+    hls, allk = result['highlighters'], result['per_kind']['all']
+    L = ['## The highlighters', '',
          '| highlighter | train images (clean + corrupted) | steps | held-out accuracy % (clean / corrupted) | AUROC | '
          'test clean called real % | test corrupted called generated % | FAM hit % (all kinds) | warnings |',
          '|---|---|---|---|---|---|---|---|---|']
@@ -340,43 +346,60 @@ def fam_localization_markdown(result: dict, *, figure: str = 'fam_localization.p
                  f"{100 * result['clean_called_real'][i]:.1f} | {100 * allk['detection_per_seed'][i]:.1f} | "
                  f"{100 * allk['fam_per_seed']['hit'][i]:.1f} | {'; '.join(h['warnings']) or '—'} |")
     L += ['', 'Held-out accuracy: 10 % of each highlighter\'s training pool; the test columns use the shared test set.', '']
-    def table(metric, title, pct):
-        out = [f'### {title}', '', '| kind | n | detected % | FAM | FAM per highlighter | random | centre | object | '
-               'FAM − best baseline | FAM, detected images |', '|---|---|---|---|---|---|---|---|---|---|']
-        for k in rows:
-            r = pk[k]; b = max(BASELINES, key=lambda b: r[b][metric][0])
-            det = _fmt_ci(r['fam_detected'][metric], pct) if r['fam_detected'] else '—'
-            out.append(f"| {k} | {r['n']} | {100 * r['detection'][0]:.0f} | {_fmt_ci(r['fam'][metric], pct)} | "
-                       f"{_fmt_seeds(r['fam_per_seed'][metric], pct)} | " + ' | '.join(_fmt_ci(r[m][metric], pct) for m in BASELINES)
-                       + f" | {_fmt_ci(r[f'fam-{b}'][metric], pct)} ({b}) | {det} |")
-        return out + ['']
+    return L
+
+# %% ../nbs/04b_fam_benchmark.ipynb #d7b91bef
+def _score_table(pk: dict, metric: str, title: str, pct: bool) -> list[str]:
+    "One table of the report: `metric` per artifact kind for the FAM, each baseline and the FAM's paired gain."
+    rows = [k for k in pk if k != 'all'] + ['all']
+    out = [f'### {title}', '', '| kind | n | detected % | FAM | FAM per highlighter | random | centre | object | '
+           'FAM − best baseline | FAM, detected images |', '|---|---|---|---|---|---|---|---|---|---|']
+    for k in rows:
+        r = pk[k]; b = max(BASELINES, key=lambda b: r[b][metric][0])
+        det = _fmt_ci(r['fam_detected'][metric], pct) if r['fam_detected'] else '—'
+        out.append(f"| {k} | {r['n']} | {100 * r['detection'][0]:.0f} | {_fmt_ci(r['fam'][metric], pct)} | "
+                   f"{_fmt_seeds(r['fam_per_seed'][metric], pct)} | " + ' | '.join(_fmt_ci(r[m][metric], pct) for m in BASELINES)
+                   + f" | {_fmt_ci(r[f'fam-{b}'][metric], pct)} ({b}) | {det} |")
+    return out + ['']
+
+def _setup_section(result: dict, figure: str) -> list[str]:
+    "The report's setup notes (data, artifacts, placement, FAM, metrics), its figure and its config."
+    cfg, allk = result['config'], result['per_kind']['all']; R = allk['replicates']
+    L = ['## Setup', '',
+         f"- Data: Fashion-MNIST at {cfg['highlighter']['image_size']} px in [-1, 1]; highlighters train on the train split "
+         f"({cfg['n_train']} clean + {cfg['n_train']} corrupted images each, disjoint base images) and are scored on "
+         f"{cfg['n_test']} test-split images per kind.",
+         f"- Artifacts, one per image in a {cfg['patch']}×{cfg['patch']} square that is the mask: blur (Gaussian, σ 1.5), noise "
+         '(N(0, 0.5²) added), checkerboard (±0.35, period 2: the transposed-conv / up-sampling pattern), warp (swirl of up to '
+         '2 rad under a sin² window), swap (the same square from another image); values clipped to [-1, 1]. Training '
+         'corruptions cycle through the kinds.',
+         f"- Placement: uniform among squares with ≥ {100 * cfg['min_object']:.0f} % object pixels (value > -0.8), re-placed "
+         'until the mean absolute change in the mask is ≥ 0.05 (Fashion-MNIST backgrounds are black: blur, warp and swap do '
+         'nothing there). So artifacts lie on the object, near the centre: the centre and object (brightness) priors are '
+         'strong baselines, and FAMs are judged against them, not only against chance.',
+         f"- FAM: Grad-CAM at the highlighter's last conv layer (a 7×7 grid at 28 px), score = softmax probability of class 0 "
+         f"(generated), as in the official code. All-zero FAMs (counted as misses): {allk['constant_maps']} of "
+         f"{allk['n'] * R}.",
+         f"- Metrics per image: pointing game; IoU of the top {100 * cfg['top_frac']:.0f} % pixels; pixel AUROC (ties ½). "
+         f"CIs: {cfg['n_boot']} bootstrap resamples.", '',
+         f'![FAM localization]({figure})', '', '<details><summary>config</summary>', '', '```json',
+         json.dumps(cfg, indent=1), '```', '', '</details>', '']
+    return L
+
+# %% ../nbs/04b_fam_benchmark.ipynb #71130eed
+def fam_localization_markdown(result: dict, *, figure: str = 'fam_localization.png', command: str | None = None) -> str:
+    "The Markdown report of a `fam_localization_benchmark` result."
+    cfg, pk = result['config'], result['per_kind']; R = pk['all']['replicates']
+    L = _report_summary(result, command) + _highlighter_section(result)
     L += ['## Localization per artifact kind', '',
           f'Cells: mean [95 % percentile-bootstrap CI]; FAM columns pool the {R} highlighter(s) over the same test images '
           '(the CI resamples image × highlighter pairs, so it shows image-sampling noise, not the spread between '
           'highlighters: read that from "FAM per highlighter"). "FAM − best baseline": the paired per-image difference to '
           "the row's strongest baseline; a CI above 0 means the FAM beats every baseline there.", '']
-    L += table('hit', 'Pointing game: hit rate, % (FAM argmax inside the mask)', True)
-    L += table('iou', f"IoU, %, of the top {100 * cfg['top_frac']:.0f} % FAM pixels with the mask", True)
-    L += table('auroc', 'Pixel AUROC of the map as a mask detector (0.5 = no information)', False)
-    L += ['## Setup', '',
-          f"- Data: Fashion-MNIST at {cfg['highlighter']['image_size']} px in [-1, 1]; highlighters train on the train split "
-          f"({cfg['n_train']} clean + {cfg['n_train']} corrupted images each, disjoint base images) and are scored on "
-          f"{cfg['n_test']} test-split images per kind.",
-          f"- Artifacts, one per image in a {cfg['patch']}×{cfg['patch']} square that is the mask: blur (Gaussian, σ 1.5), noise "
-          '(N(0, 0.5²) added), checkerboard (±0.35, period 2: the transposed-conv / up-sampling pattern), warp (swirl of up to '
-          '2 rad under a sin² window), swap (the same square from another image); values clipped to [-1, 1]. Training '
-          'corruptions cycle through the kinds.',
-          f"- Placement: uniform among squares with ≥ {100 * cfg['min_object']:.0f} % object pixels (value > -0.8), re-placed "
-          'until the mean absolute change in the mask is ≥ 0.05 (Fashion-MNIST backgrounds are black: blur, warp and swap do '
-          'nothing there). So artifacts lie on the object, near the centre: the centre and object (brightness) priors are '
-          'strong baselines, and FAMs are judged against them, not only against chance.',
-          f"- FAM: Grad-CAM at the highlighter's last conv layer (a 7×7 grid at 28 px), score = softmax probability of class 0 "
-          f"(generated), as in the official code. All-zero FAMs (counted as misses): {allk['constant_maps']} of "
-          f"{allk['n'] * R}.",
-          f"- Metrics per image: pointing game; IoU of the top {100 * cfg['top_frac']:.0f} % pixels; pixel AUROC (ties ½). "
-          f"CIs: {cfg['n_boot']} bootstrap resamples.", '',
-          f'![FAM localization]({figure})', '', '<details><summary>config</summary>', '', '```json',
-          json.dumps(cfg, indent=1), '```', '', '</details>', '']
+    L += _score_table(pk, 'hit', 'Pointing game: hit rate, % (FAM argmax inside the mask)', True)
+    L += _score_table(pk, 'iou', f"IoU, %, of the top {100 * cfg['top_frac']:.0f} % FAM pixels with the mask", True)
+    L += _score_table(pk, 'auroc', 'Pixel AUROC of the map as a mask detector (0.5 = no information)', False)
+    L += _setup_section(result, figure)
     return '\n'.join(L)
 
 def write_fam_localization_report(result: dict, out_dir='reports', *, name: str = 'fam_localization',
