@@ -9,6 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
+from fastcore.basics import patch
 
 from .core import check_choice, check_int, load_json, save_json
 from .config import ExperimentConfig, config_hash
@@ -18,8 +19,8 @@ from .runs import (EvalConfig, base_dir_for, is_finished, make_trainer, prepare_
 
 # %% auto #0
 __all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'checkout_run_notebook', 'watched_pids', 'start_watchdog', 'run_lock', 'hardware',
-           'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped', 'run_grid',
-           'run_job', 'find_trained_checkpoint', 'trained_model']
+           'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped', 'GridLog',
+           'GridJobs', 'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'run_evaluations']
 
 # %% ../nbs/09a_grid.ipynb #7e9298a1
 def checkout_run_notebook() -> Path | None:
@@ -207,7 +208,181 @@ def check_grid(configs: list, *, cwd: Path) -> None:
 class GridStopped(RuntimeError):
     "The grid was told to stop (SIGTERM, or a process it must not outlive died); its running jobs checkpointed and stopped."
 
-# %% ../nbs/09a_grid.ipynb #117ec0f0
+# %% ../nbs/09a_grid.ipynb #a70e8180
+class GridLog:
+    "One grid call's record: the `summary` it returns and saves to `<root>/<experiment>/summary.json`, and its progress lines."
+    def __init__(self, experiment: str, root: Path, *, workers: int, threads: int, progress: bool = True):
+        self.t0, self.root, self.progress = time.time(), Path(root), progress
+        self.summary = {'experiment': experiment, 'finished': [], 'skipped': [], 'reused': [], 'failed': [], 'stopped': [],
+                        'workers': workers, 'threads': threads, 'hardware': hardware(), 'started': self.t0}
+        self.invocation, self.path = f'{os.getpid()}-{self.t0:.0f}', self.root / experiment / 'summary.json'
+
+    def say(self, message: str) -> None:
+        if self.progress: print(f'[{time.time() - self.t0:7.0f} s] {message}', flush=True)
+
+    def record(self, status: str, kind: str, c: ExperimentConfig, out: Path | None, err: str | None = None) -> None:
+        "Add one job's outcome (`status`: one of the summary's lists) and say it."
+        rel = os.path.relpath(out, self.root) if out is not None else None   # facts, not machine paths
+        self.summary[status].append({'kind': kind, 'name': c.name, 'seed': c.seed, 'dir': rel, **({'error': err} if err else {})})
+        self.say(f'{kind:4s} {c.name:24s} seed {c.seed}: {status}')
+
+    def elapsed(self) -> dict:
+        "The summary, with the wall time so far."
+        self.summary['wall_seconds'] = round(time.time() - self.t0, 1)
+        return self.summary
+
+    def save(self, running: bool = False, stopped: str | None = None) -> None:
+        "Save the summary (atomically); `running`: an entry that a later save of this call replaces."
+        s = self.summary
+        save_summary(self.path, self.elapsed(), invocation=self.invocation, running=running, finished=len(s['finished']),
+                     failed=len(s['failed']), **({'stopped': stopped} if stopped else {}))
+
+# %% ../nbs/09a_grid.ipynb #b5a42b05
+def _grid_arguments(experiment, configs, *, root, ev, workers, threads, notebook, cwd: Path):
+    "Checked and resolved arguments of `run_grid`: (ev, root, notebook, threads)."
+    check_int('workers', workers, 1, 64)
+    if threads is not None: check_int('threads', threads, 1, 1024)
+    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
+        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
+    if not configs: raise ValueError('configs is empty: nothing to run')
+    ev, root = ev or EvalConfig(), (cwd / root).resolve()
+    notebook = RUN_NOTEBOOK if notebook is None else (cwd / notebook).resolve() if notebook else None   # False: no notebook
+    if notebook is not None and not notebook.is_file(): raise FileNotFoundError(f'notebook={str(notebook)!r} is not a file')
+    check_grid(configs, cwd=cwd)
+    for c in configs:   # refuse damaged or stale records before any work
+        out = run_dir_for(root, experiment, c)
+        if (out / 'metrics.json').exists(): is_finished(out, 'run', ev)
+    return ev, root, notebook, threads or max(1, (os.cpu_count() or 1) // workers)
+
+def _runs_to_do(log: GridLog, experiment: str, configs, root: Path, ev: EvalConfig) -> list:
+    "The runs to train or score: finished ones are skipped, ones finished in another experiment are copied (both logged)."
+    todo = []
+    for c in configs:
+        out = run_dir_for(root, experiment, c)
+        if is_finished(out, 'run', ev): log.record('skipped', 'run', c, out); continue
+        same = find_finished_elsewhere(root, experiment, 'run', c, ev)
+        if same is not None:
+            with run_lock(out, say=log.say):
+                if not is_finished(out, 'run', ev): copy_run_record(same, out, c)
+            log.record('reused', 'run', c, out); continue
+        todo.append(c)
+    return todo
+
+def _bases_needed(todo: list, root: Path, experiment: str, ev: EvalConfig, *, unfinished_only: bool = False) -> dict:
+    "Base hash -> the first run of `todo` that needs that base; `unfinished_only`: only bases not finished here or elsewhere."
+    bases = {}
+    for c in todo:
+        if c.srd.base_steps > 0: bases.setdefault(base_config_hash(c), c)
+    if unfinished_only:
+        bases = {h: c for h, c in bases.items() if not is_finished(base_dir_for(root, experiment, c), 'base', ev)
+                 and find_finished_elsewhere(root, experiment, 'base', c, ev) is None}
+    return bases
+
+# %% ../nbs/09a_grid.ipynb #f480aa61
+class GridJobs:
+    "The jobs of one grid call: their settings, the finished base directory of each base hash, and the stop state."
+    def __init__(self, experiment: str, root: Path, ev: EvalConfig, log: GridLog, *, executor, threads: int,
+                 notebook: Path | None, cwd: Path):
+        self.experiment, self.root, self.ev, self.log = experiment, root, ev, log
+        self.executor, self.threads, self.notebook, self.cwd = executor, threads, notebook, cwd
+        self.base_dirs = {}   # base hash -> the finished base directory runs start from (possibly another experiment's)
+        self.stopping, self.procs = {}, set()
+        self.watch = _watch_env([(os.getpid(), _proc_start(os.getpid()))])   # jobs must not outlive this grid (what the
+        # grid must not outlive, it watches itself: one stop signal per job, so the second-signal "stop now" never skips
+        # the checkpoint)
+
+    def stop(self, reason: str) -> None:
+        if self.stopping: return
+        self.stopping['reason'] = reason
+        print(f'grid {self.experiment}: {reason}: stopping; its running jobs checkpoint and stop', file=sys.stderr, flush=True)
+        def reaper():   # papermill gets SIGINT (it interrupts its kernel, which checkpoints); direct jobs SIGTERM
+            told, deadline = set(), time.time() + GRACE_SECONDS
+            while time.time() < deadline:
+                for p in list(self.procs):
+                    if p not in told: told.add(p); p.send_signal(signal.SIGINT if 'papermill' in p.args else signal.SIGTERM)
+                time.sleep(0.2)
+            for p in list(self.procs): p.kill()
+        threading.Thread(target=reaper, daemon=True, name='sdr-grid-reaper').start()
+
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        "While the block runs, a SIGTERM (in the main thread) or the death of a watched process calls `stop`."
+        watchdog = start_watchdog(self.stop, parent=False) if watched_pids() else None
+        main = threading.current_thread() is threading.main_thread()
+        old_term = signal.signal(signal.SIGTERM, lambda s, f: self.stop('SIGTERM received')) if main else None
+        try: yield
+        finally:
+            if watchdog is not None: watchdog.set()
+            if old_term is not None: signal.signal(signal.SIGTERM, old_term)
+
+# %% ../nbs/09a_grid.ipynb #d762ac75
+@patch
+def job(self: GridJobs, kind: str, c: ExperimentConfig):
+    "Run one base or run job; (kind, config, directory, status, error)."
+    root, ev, stopping = self.root, self.ev, self.stopping
+    out = base_dir_for(root, self.experiment, c) if kind == 'base' else run_dir_for(root, self.experiment, c)
+    if stopping: return kind, c, out, 'stopped', stopping['reason']
+    with run_lock(out, say=self.log.say, cancelled=lambda: stopping.get('reason')) as lk:
+        if lk is None: return kind, c, out, 'stopped', stopping['reason']
+        if is_finished(out, kind, ev):   # finished by another grid while this one waited for the lock
+            (out / 'error.json').unlink(missing_ok=True)
+            return kind, c, out, 'skipped', None
+        if kind == 'base':
+            same = find_finished_elsewhere(root, self.experiment, kind, c, ev)   # another experiment's identical base
+            if same is not None: return kind, c, same, 'reused', None
+        ck = out / 'train' / 'checkpoints' / 'last.pt'
+        base_ck = (self.base_dirs[base_config_hash(c)] / 'train' / 'checkpoints' / 'last.pt'
+                   if kind == 'run' and c.srd.base_steps > 0 else None)
+        if ck.exists() and not checkpoint_ok(ck):
+            self.log.say(f'{ck} is damaged: the job sets it aside and restarts {c.name} seed {c.seed} from '
+                         + (f'its base checkpoint {os.path.relpath(base_ck, root)}' if base_ck else 'scratch'))
+        try:
+            (_execute if self.executor is None else self.executor.execute)(
+                kind, c, out, ev=ev, base_checkpoint=base_ck, threads=self.threads, notebook=self.notebook, cwd=self.cwd,
+                watch=self.watch, lock=lk, procs=self.procs)
+            (out / 'error.json').unlink(missing_ok=True)
+            return kind, c, out, 'finished', None
+        except Exception as e:
+            if stopping: return kind, c, out, 'stopped', stopping['reason']
+            save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
+            return kind, c, out, 'failed', repr(e)
+
+# %% ../nbs/09a_grid.ipynb #a0809721
+@patch
+def schedule(self: GridJobs, bases: dict, runs: list, workers: int) -> None:
+    "Run the `bases` (base hash -> config), then the `runs`, at most `workers` at a time; log each outcome."
+    log, summary = self.log, self.log.summary
+    waiting, ready = {}, []   # base hash -> indices of its runs; indices (into runs) of runs that can start
+    for k, c in enumerate(runs):
+        if c.srd.base_steps > 0: waiting.setdefault(base_config_hash(c), []).append(k)
+        else: ready.append(k)
+    saved = [time.time()]
+    save = lambda: log.save(running=True, stopped=self.stopping.get('reason'))
+    with self.stop_on_signals():
+        save()
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(self.job, 'base', c) for c in bases.values()}
+            def start_ready():
+                ready.sort()
+                while ready and len(pending) < workers: pending.add(pool.submit(self.job, 'run', runs[ready.pop(0)]))
+            start_ready()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=1.0)
+                for f in done:
+                    kind, c, out, status, err = f.result()
+                    log.record(status, kind, c, out, err)
+                    if kind == 'base':
+                        self.base_dirs[base_config_hash(c)] = out
+                        for k in waiting.pop(base_config_hash(c), []):
+                            if status in ('failed', 'stopped'):
+                                r = runs[k]
+                                summary[status].append({'kind': 'run', 'name': r.name, 'seed': r.seed,
+                                                        'error': 'its base run failed' if status == 'failed' else err})
+                            else: ready.append(k)
+                start_ready()
+                if done or time.time() - saved[0] > 30: save(); saved[0] = time.time()   # a SIGKILL leaves a lower bound
+
+# %% ../nbs/09a_grid.ipynb #be38b9fd
 def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/runs', ev: EvalConfig | None = None,
              workers: int = 1, threads: int | None = None, notebook=None, progress: bool = True, bases_only: bool = False,
              executor=None) -> dict:
@@ -218,149 +393,28 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     executor). Skip, reuse, resume, locks and run records are the same either way.
     One writer per run directory (`run_lock`); a SIGTERM, or the death of a process in `SDR_WATCH_PIDS`, stops the jobs
     (they checkpoint) and raises `GridStopped`; jobs stop by themselves when the grid dies."""
-    check_int('workers', workers, 1, 64)
-    if threads is not None: check_int('threads', threads, 1, 1024)
-    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
-        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
-    if not configs: raise ValueError('configs is empty: nothing to run')
     cwd = Path.cwd()   # every relative path is resolved once, here, against the caller's directory; jobs run in it too
-    ev, root = ev or EvalConfig(), (cwd / root).resolve()
-    notebook = RUN_NOTEBOOK if notebook is None else (cwd / notebook).resolve() if notebook else None   # False: no notebook
-    if notebook is not None and not notebook.is_file(): raise FileNotFoundError(f'notebook={str(notebook)!r} is not a file')
-    check_grid(configs, cwd=cwd)
-    for c in configs:   # refuse damaged or stale records before any work
-        out = run_dir_for(root, experiment, c)
-        if (out / 'metrics.json').exists(): is_finished(out, 'run', ev)
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    t0 = time.time()
-    summary = {'experiment': experiment, 'finished': [], 'skipped': [], 'reused': [], 'failed': [], 'stopped': [],
-               'workers': workers, 'threads': threads, 'hardware': hardware(), 'started': t0}
-    invocation, summary_path = f'{os.getpid()}-{t0:.0f}', root / experiment / 'summary.json'
-    say = (lambda m: print(f'[{time.time() - t0:7.0f} s] {m}', flush=True)) if progress else (lambda m: None)
-
-    def record(status, kind, c, out, err=None):
-        rel = os.path.relpath(out, root) if out is not None else None   # facts, not machine paths
-        summary[status].append({'kind': kind, 'name': c.name, 'seed': c.seed, 'dir': rel, **({'error': err} if err else {})})
-        say(f'{kind:4s} {c.name:24s} seed {c.seed}: {status}')
-
-    todo = []   # runs to train or score: finished ones are skipped, ones finished in another experiment are copied
-    for c in configs:
-        out = run_dir_for(root, experiment, c)
-        if is_finished(out, 'run', ev): record('skipped', 'run', c, out); continue
-        same = find_finished_elsewhere(root, experiment, 'run', c, ev)
-        if same is not None:
-            with run_lock(out, say=say):
-                if not is_finished(out, 'run', ev): copy_run_record(same, out, c)
-            record('reused', 'run', c, out); continue
-        todo.append(c)
+    ev, root, notebook, threads = _grid_arguments(experiment, configs, root=root, ev=ev, workers=workers, threads=threads,
+                                                  notebook=notebook, cwd=cwd)
+    log = GridLog(experiment, root, workers=workers, threads=threads, progress=progress)
+    todo = _runs_to_do(log, experiment, configs, root, ev)
     if not todo:   # a rerun with nothing to do changes no file
-        if summary['reused']: summary['wall_seconds'] = round(time.time() - t0, 1); save_summary(summary_path, summary, invocation=invocation, finished=0, failed=0)
-        else: say(f'nothing to run: all {len(configs)} runs are finished; {summary_path.name} left as it is')
-        summary['wall_seconds'] = round(time.time() - t0, 1)
-        return summary
-    bases = {}
-    for c in todo:
-        if c.srd.base_steps > 0: bases.setdefault(base_config_hash(c), c)
-    if bases_only:   # the runs wait (e.g. for a plateau check); finished bases are not touched, so a no-op writes nothing
-        bases = {h: c for h, c in bases.items() if not is_finished(base_dir_for(root, experiment, c), 'base', ev)
-                 and find_finished_elsewhere(root, experiment, 'base', c, ev) is None}
-        todo = list(bases.values())
-        if not bases:
-            say(f'bases only: every base the {len(configs)} runs need is finished')
-            summary['wall_seconds'] = round(time.time() - t0, 1)
-            return summary
-    else: prepare_reference(todo, ev, progress=progress)
-
-    stopping, procs = {}, set()
-    def stop(reason):
-        if stopping: return
-        stopping['reason'] = reason
-        print(f'grid {experiment}: {reason}: stopping; its running jobs checkpoint and stop', file=sys.stderr, flush=True)
-        def reaper():   # papermill gets SIGINT (it interrupts its kernel, which checkpoints); direct jobs SIGTERM
-            told, deadline = set(), time.time() + GRACE_SECONDS
-            while time.time() < deadline:
-                for p in list(procs):
-                    if p not in told: told.add(p); p.send_signal(signal.SIGINT if 'papermill' in p.args else signal.SIGTERM)
-                time.sleep(0.2)
-            for p in list(procs): p.kill()
-        threading.Thread(target=reaper, daemon=True, name='sdr-grid-reaper').start()
-    me = [(os.getpid(), _proc_start(os.getpid()))]
-    jobs_watch = _watch_env(me)   # jobs must not outlive this grid (what the grid must not outlive, it watches itself:
-                                  # one stop signal per job, so the second-signal "stop now" never skips the checkpoint)
-    watchdog = start_watchdog(stop, parent=False) if watched_pids() else None
-    old_term = signal.signal(signal.SIGTERM, lambda s, f: stop('SIGTERM received')) if threading.current_thread() is threading.main_thread() else None
-
-    base_dirs = {}   # base hash -> the finished base directory runs start from (possibly another experiment's)
-
-    def job(kind, c):
-        out = base_dir_for(root, experiment, c) if kind == 'base' else run_dir_for(root, experiment, c)
-        if stopping: return kind, c, out, 'stopped', stopping['reason']
-        with run_lock(out, say=say, cancelled=lambda: stopping.get('reason')) as lk:
-            if lk is None: return kind, c, out, 'stopped', stopping['reason']
-            if is_finished(out, kind, ev):   # finished by another grid while this one waited for the lock
-                (out / 'error.json').unlink(missing_ok=True)
-                return kind, c, out, 'skipped', None
-            if kind == 'base':
-                same = find_finished_elsewhere(root, experiment, kind, c, ev)   # another experiment's identical base
-                if same is not None: return kind, c, same, 'reused', None
-            ck = out / 'train' / 'checkpoints' / 'last.pt'
-            base_ck = base_dirs[base_config_hash(c)] / 'train' / 'checkpoints' / 'last.pt' if kind == 'run' and c.srd.base_steps > 0 else None
-            if ck.exists() and not checkpoint_ok(ck):
-                say(f'{ck} is damaged: the job sets it aside and restarts {c.name} seed {c.seed} from '
-                    + (f'its base checkpoint {os.path.relpath(base_ck, root)}' if base_ck else 'scratch'))
-            try:
-                (_execute if executor is None else executor.execute)(kind, c, out, ev=ev, base_checkpoint=base_ck, threads=threads,
-                                                                      notebook=notebook, cwd=cwd, watch=jobs_watch, lock=lk, procs=procs)
-                (out / 'error.json').unlink(missing_ok=True)
-                return kind, c, out, 'finished', None
-            except Exception as e:
-                if stopping: return kind, c, out, 'stopped', stopping['reason']
-                save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
-                return kind, c, out, 'failed', repr(e)
-
-    def progress_so_far(running=True):
-        summary['wall_seconds'] = round(time.time() - t0, 1)
-        save_summary(summary_path, summary, invocation=invocation, running=running, finished=len(summary['finished']),
-                     failed=len(summary['failed']), **({'stopped': stopping['reason']} if stopping else {}))
-
-    # bases first; then runs in the order of `configs` (e.g. a protocol's unit order), each once its base is done and a
-    # worker is free: a base that finishes early does not put all its runs ahead of another base's earlier ones
-    waiting, ready = {}, []   # base hash -> indices of its runs; indices (into todo) of runs that can start
-    for k, c in enumerate([] if bases_only else todo):
-        if c.srd.base_steps > 0: waiting.setdefault(base_config_hash(c), []).append(k)
-        else: ready.append(k)
-    saved = [time.time()]
-    try:
-        progress_so_far()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = {pool.submit(job, 'base', c) for c in bases.values()}
-            def start_ready():
-                ready.sort()
-                while ready and len(pending) < workers: pending.add(pool.submit(job, 'run', todo[ready.pop(0)]))
-            start_ready()
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED, timeout=1.0)
-                for f in done:
-                    kind, c, out, status, err = f.result()
-                    record(status, kind, c, out, err)
-                    if kind == 'base':
-                        base_dirs[base_config_hash(c)] = out
-                        for k in waiting.pop(base_config_hash(c), []):
-                            if status in ('failed', 'stopped'):
-                                r = todo[k]
-                                summary[status].append({'kind': 'run', 'name': r.name, 'seed': r.seed,
-                                                        'error': 'its base run failed' if status == 'failed' else err})
-                            else: ready.append(k)
-                start_ready()
-                if done or time.time() - saved[0] > 30: progress_so_far(); saved[0] = time.time()   # a SIGKILL leaves a lower bound
-    finally:
-        if watchdog is not None: watchdog.set()
-        if old_term is not None: signal.signal(signal.SIGTERM, old_term)
-    progress_so_far(running=False)
+        if log.summary['reused']: log.save()
+        else: log.say(f'nothing to run: all {len(configs)} runs are finished; {log.path.name} left as it is')
+        return log.elapsed()
+    bases = _bases_needed(todo, root, experiment, ev, unfinished_only=bases_only)
+    if bases_only and not bases:   # the runs wait (e.g. for a plateau check); finished bases are not touched
+        log.say(f'bases only: every base the {len(configs)} runs need is finished')
+        return log.elapsed()
+    if not bases_only: prepare_reference(todo, ev, progress=progress)
+    jobs = GridJobs(experiment, root, ev, log, executor=executor, threads=threads, notebook=notebook, cwd=cwd)
+    jobs.schedule(bases, [] if bases_only else todo, workers)
+    log.save(stopped=jobs.stopping.get('reason'))
+    summary = log.summary
     if summary['failed'] and progress:
         print(f"{len(summary['failed'])} failed: " + '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in summary['failed']))
-    if stopping: raise GridStopped(f"grid {experiment} stopped ({stopping['reason']}): {len(summary['stopped'])} jobs stopped; "
-                                   f"rerun to resume them from their checkpoints")
+    if jobs.stopping: raise GridStopped(f"grid {experiment} stopped ({jobs.stopping['reason']}): {len(summary['stopped'])} "
+                                       f"jobs stopped; rerun to resume them from their checkpoints")
     return summary
 
 # %% ../nbs/09a_grid.ipynb #9cdc672d
@@ -425,3 +479,38 @@ def trained_model(cfg: ExperimentConfig, root, experiment: str, *, device=None, 
     tr = make_trainer(written_by, path.parent.parent, device=device, progress=progress)
     if not tr.resume(): raise FileNotFoundError(f'{path} vanished')
     return tr
+
+# %% ../nbs/09a_grid.ipynb #fd6cf937
+def _has_settings(record: Path, settings: dict) -> bool:
+    "True when the evaluation record exists and holds every key of `settings` with the same value."
+    if not record.exists(): return False
+    m = load_json(record)
+    return all(m.get(k) == v for k, v in settings.items())
+
+def run_evaluations(experiment: str, configs: list[ExperimentConfig], evaluate, *, settings: dict, root='reports/runs',
+                    progress: bool = True) -> dict:
+    """Score every config with `evaluate(cfg, out_dir) -> dict` (its metrics), skipping those recorded with the same
+    `settings` (a dict of JSON values, stored in each record). The grid's summary; raises after the others when any failed."""
+    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
+        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
+    if not configs: raise ValueError('configs is empty: nothing to evaluate')
+    if not callable(evaluate): raise TypeError(f'evaluate={evaluate!r}: expected a function (config, out_dir) -> metrics dict')
+    root = (Path.cwd() / root).resolve()
+    log = GridLog(experiment, root, workers=1, threads=torch.get_num_threads(), progress=progress)
+    for c in configs:
+        out = run_dir_for(root, experiment, c)
+        with run_lock(out, say=log.say):
+            if _has_settings(out / 'metrics.json', settings): log.record('skipped', 'eval', c, out); continue
+            try: metrics = evaluate(c, out)
+            except Exception as e:
+                save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
+                log.record('failed', 'eval', c, out, repr(e)); continue
+            save_json({**metrics, **settings}, out / 'metrics.json')
+            (out / 'error.json').unlink(missing_ok=True)
+            log.record('finished', 'eval', c, out)
+    if log.summary['finished'] or log.summary['failed']: log.save()
+    else: log.say(f'nothing to run: all {len(configs)} evaluations are recorded; {log.path.name} left as it is')
+    if log.summary['failed']:
+        raise RuntimeError(f"{experiment}: {len(log.summary['failed'])} of {len(configs)} evaluations failed: "
+                           + '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in log.summary['failed']))
+    return log.elapsed()
