@@ -22,7 +22,7 @@ from .fd_domain import DomainFeatures, load_domain_extractor
 __all__ = ['resolve_extractor', 'compute_fid', 'blur_images', 'noise_images', 'degradation_curve', 'plot_degradation_curve',
            'is_increasing']
 
-# %% ../nbs/07c_metrics.ipynb #01c74cc8
+# %% ../nbs/07c_metrics.ipynb #44e43fee
 def _result_key(label: str) -> str: return _safe(label).lower().replace('-', '_')
 
 def resolve_extractor(extractor='auto', *, data_cfg: DataConfig | None = None, device=None, cache_dir=None,
@@ -40,6 +40,27 @@ def resolve_extractor(extractor='auto', *, data_cfg: DataConfig | None = None, d
     if data_cfg is None: raise ValueError("extractor='fd_domain' needs data_cfg (its classifier trains on that dataset)")
     return load_domain_extractor(data_cfg, cache_dir=cache_dir, device=device, progress=progress)
 
+# %% ../nbs/07c_metrics.ipynb #4663322d
+def _fd_with_interval(fg: torch.Tensor, rs: dict, *, ci: str, level: float, jackknife_groups: int, n_boot: int,
+                      seed: int) -> tuple:
+    "The Fréchet distance of generated features `fg` to the real statistics `rs`, and its interval: (score, lo, hi, method)."
+    stat = lambda fr, f: frechet_distance_to_features(rs['mu'], rs['sigma'], f)
+    with warnings.catch_warnings():   # warned once by the caller, not once per resample
+        warnings.simplefilter('ignore', RankDeficientWarning)
+        score = stat(None, fg)
+        groups = min(jackknife_groups, len(fg) // 2)
+        if ci == 'none' or len(fg) < 4: lo = hi = ci_method = None   # leave-a-group-out needs >= 2 left
+        elif ci == 'jackknife':
+            lo, hi = jackknife_ci(None, fg, stat, groups=groups, level=level,
+                                  generator=make_generator(derive_seed(seed, 'fid-ci')))
+            ci_method = f'jackknife, {groups} groups over the generated set (normal, {level:.0%})'
+        elif ci == 'bootstrap':
+            lo, hi = bootstrap_ci(None, fg, stat, n_boot=n_boot, level=level,
+                                  generator=make_generator(derive_seed(seed, 'fid-ci')))
+            ci_method = f'bootstrap percentile, {n_boot} resamples of the generated set ({level:.0%})'
+    return score, lo, hi, ci_method
+
+# %% ../nbs/07c_metrics.ipynb #3c04d563
 def compute_fid(gen_images, *, real=None, data_cfg: DataConfig | None = None, split: str = 'test',
                 n_real: int | None = None, real_key: str | None = None, extractor='auto', ci: str = 'jackknife',
                 level: float = 0.95, jackknife_groups: int = 20, n_boot: int = 200, kid_subsets: int = 100,
@@ -66,20 +87,8 @@ def compute_fid(gen_images, *, real=None, data_cfg: DataConfig | None = None, sp
     t3 = time.time()
     fd_label, kd_label = ex.labels
     fd_key, kd_key = _result_key(fd_label), _result_key(kd_label)
-    stat = lambda fr, f: frechet_distance_to_features(rs['mu'], rs['sigma'], f)
-    with warnings.catch_warnings():   # warned once below, not once per resample
-        warnings.simplefilter('ignore', RankDeficientWarning)
-        score = stat(None, fg)
-        groups = min(jackknife_groups, len(fg) // 2)
-        if ci == 'none' or len(fg) < 4: lo = hi = ci_method = None   # leave-a-group-out needs >= 2 left
-        elif ci == 'jackknife':
-            lo, hi = jackknife_ci(None, fg, stat, groups=groups, level=level,
-                                  generator=make_generator(derive_seed(seed, 'fid-ci')))
-            ci_method = f'jackknife, {groups} groups over the generated set (normal, {level:.0%})'
-        elif ci == 'bootstrap':
-            lo, hi = bootstrap_ci(None, fg, stat, n_boot=n_boot, level=level,
-                                  generator=make_generator(derive_seed(seed, 'fid-ci')))
-            ci_method = f'bootstrap percentile, {n_boot} resamples of the generated set ({level:.0%})'
+    score, lo, hi, ci_method = _fd_with_interval(fg, rs, ci=ci, level=level, jackknife_groups=jackknife_groups,
+                                                 n_boot=n_boot, seed=seed)
     warn_if_rank_deficient(len(fg), ex.dim, f'{fd_label} with n_gen')
     m = min(1000, len(fg), rs['n']) if kid_subset_size is None else kid_subset_size
     kid, kid_std = kid_from_features(rs['features'], fg, subsets=kid_subsets, subset_size=m,
