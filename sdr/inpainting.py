@@ -196,7 +196,7 @@ def inpainting_originals(data_cfg, n_images: int, *, n_real: int) -> torch.Tenso
                          'must be disjoint from the FID reference')
     return x[len(x) - n_images:]
 
-# %% ../nbs/08b_inpainting.ipynb #cddede1e
+# %% ../nbs/08b_inpainting.ipynb #dc0ec492
 def mean_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "The trivial inpainting every model must beat: each image's unknown pixels set to the mean of its known ones."
     mask = check_mask(mask, images).expand_as(images)
@@ -227,6 +227,7 @@ def inpaint_eval(model, diffusion: GaussianDiffusion, originals: torch.Tensor, c
                      'unknown_share': float(1 - masks.mean()), 'seconds': round(time.time() - t0, 2)}
     return out
 
+# %% ../nbs/08b_inpainting.ipynb #f495de11
 def inpainting_metrics(result: dict, *, data_cfg, n_real: int, metric: str = 'auto') -> dict:
     "Flat metrics of an `inpaint_eval` result: per kind masked MSE/PSNR, and FID/KID vs the first `n_real` test images."
     check_choice('metric', metric, ('auto', 'none'))
@@ -243,6 +244,7 @@ def inpainting_metrics(result: dict, *, data_cfg, n_real: int, metric: str = 'au
             m.update({f'{kind}_fid': s[key], f'{kind}_kid': s[kkey], 'extractor': s['extractor'], 'n_real': s['n_real']})
     return m
 
+# %% ../nbs/08b_inpainting.ipynb #719ef0bf
 def show_inpainting(originals: torch.Tensor, result: dict, *, n: int = 8, title: str = ''):
     "Rows per kind: original, masked input (unknown pixels grey), inpainted."
     import matplotlib.pyplot as plt
