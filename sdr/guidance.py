@@ -113,7 +113,7 @@ class Discriminator(nn.Module):
     def features(self, x, t): return x if self.extractor is None else unet_features(self.extractor, x, t)
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: return self.head(self.features(x, t), t)
 
-# %% ../nbs/10_guidance.ipynb #6377b488
+# %% ../nbs/10_guidance.ipynb #d477a6c5
 def _noised(diffusion: GaussianDiffusion, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     t = diffusion.sample_timesteps(len(x), generator=generator, device=x.device)
     return diffusion.q_sample(x, t, torch.randn(x.shape, generator=generator).to(x.device)), t
@@ -123,12 +123,22 @@ def discriminator_logits(disc: Discriminator, x_t: torch.Tensor, t: torch.Tensor
     "Logits of noised images in chunks (eval mode), on the CPU."
     return torch.cat([disc(x_t[i:i + batch_size], t[i:i + batch_size]).float().cpu() for i in range(0, len(x_t), batch_size)])
 
-def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusion: GaussianDiffusion, extractor: UNet | None = None,
-                        cfg: DiscriminatorConfig | None = None, generator: torch.Generator | None = None,
-                        device='cpu') -> tuple[Discriminator, dict]:
-    "Train DG's discriminator on noised `real` (label 1) vs noised `generated` (label 0) images in [-1, 1]; (model, report)."
-    cfg = cfg if cfg is not None else DiscriminatorConfig()
-    if not isinstance(cfg, DiscriminatorConfig): raise ValueError(f'cfg must be a DiscriminatorConfig, got {type(cfg).__name__}')
+def _heldout_scores(disc: Discriminator, real: torch.Tensor, generated: torch.Tensor, r_te, g_te, *,
+                    diffusion: GaussianDiffusion, device) -> dict:
+    "Balanced held-out accuracy (overall and per third of the noise levels) and AUROC, at fixed random t and noise."
+    x_te = torch.cat([real[r_te], generated[g_te]]).to(device)
+    y_te = torch.cat([torch.ones(len(r_te)), torch.zeros(len(g_te))])
+    x_t, t_te = _noised(diffusion, x_te, make_generator(derive_seed(0, 'discriminator_heldout')))
+    logits = discriminator_logits(disc, x_t, t_te)
+    pred = (logits > 0).float()
+    bal = lambda m: float((pred[m & (y_te == 1)] == 1).float().mean() + (pred[m & (y_te == 0)] == 0).float().mean()) / 2
+    T, tc = diffusion.num_timesteps, t_te.cpu()
+    thirds = {f'accuracy_t_{lo}_{hi}': bal((tc >= lo) & (tc < hi)) for lo, hi in ((0, T // 3), (T // 3, 2 * T // 3), (2 * T // 3, T))}
+    return dict(accuracy=bal(torch.ones_like(y_te, dtype=torch.bool)), auroc=_auroc(logits, y_te), **thirds)
+
+# %% ../nbs/10_guidance.ipynb #905ae224
+def _check_discriminator_data(real: torch.Tensor, generated: torch.Tensor, cfg: DiscriminatorConfig, extractor):
+    "Refuse image sets that do not match or are too small to split, and 'unet' features without the U-Net."
     _check_images(real, 'real'); _check_images(generated, 'generated')
     if real.shape[1:] != generated.shape[1:]:
         raise ValueError(f'real has shape {tuple(real.shape)} and generated {tuple(generated.shape)}: images must match')
@@ -136,17 +146,12 @@ def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusio
         if len(x) < 4: raise ValueError(f'{name} has {len(x)} images: need at least 4 (train + held-out)')
     if cfg.features == 'unet' and extractor is None:
         raise ValueError("cfg.features='unet' needs extractor= (the guided U-Net, frozen); or use features='pixels'")
-    extractor = extractor if cfg.features == 'unet' else None
-    g, t0 = generator if generator is not None else make_generator(0), time.time()
-    if extractor is not None: extractor.eval().requires_grad_(False)
-    (r_tr, r_te), (g_tr, g_te) = _split(len(real), cfg.holdout, g), _split(len(generated), cfg.holdout, g)
-    with torch.no_grad():
-        probe = (unet_features(extractor, real[:1].to(device), torch.zeros(1, dtype=torch.long, device=device))
-                 if extractor is not None else real[:1])
-    head = seeded_build(lambda: TimeDiscriminator(probe.shape[1], probe.shape[-1], width=cfg.width, depth=cfg.depth),
-                        generator=g).to(device)
-    disc = Discriminator(head, extractor)
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+def _fit_discriminator_head(disc: Discriminator, opt, real: torch.Tensor, generated: torch.Tensor, r_tr, g_tr, *,
+                             diffusion: GaussianDiffusion, cfg: DiscriminatorConfig, generator: torch.Generator,
+                             device) -> tuple[list[float], int]:
+    "DG's training loop: balanced real/generated batches, noised at random t, BCE on the head; (epoch losses, steps per epoch)."
+    head, g = disc.head, generator
     half = cfg.batch_size // 2
     steps_per_epoch = max(1, min(len(r_tr), len(g_tr)) // half)
     losses = []
@@ -165,15 +170,30 @@ def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusio
             ep.append(loss.item())
         losses.append(float(np.mean(ep)))
     head.eval()
-    x_te = torch.cat([real[r_te], generated[g_te]]).to(device)
-    y_te = torch.cat([torch.ones(len(r_te)), torch.zeros(len(g_te))])
-    x_t, t_te = _noised(diffusion, x_te, make_generator(derive_seed(0, 'discriminator_heldout')))
-    logits = discriminator_logits(disc, x_t, t_te)
-    pred = (logits > 0).float()
-    bal = lambda m: float((pred[m & (y_te == 1)] == 1).float().mean() + (pred[m & (y_te == 0)] == 0).float().mean()) / 2
-    T, tc = diffusion.num_timesteps, t_te.cpu()
-    thirds = {f'accuracy_t_{lo}_{hi}': bal((tc >= lo) & (tc < hi)) for lo, hi in ((0, T // 3), (T // 3, 2 * T // 3), (2 * T // 3, T))}
-    report = dict(accuracy=bal(torch.ones_like(y_te, dtype=torch.bool)), auroc=_auroc(logits, y_te), **thirds,
+    return losses, steps_per_epoch
+
+# %% ../nbs/10_guidance.ipynb #94a713d5
+def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusion: GaussianDiffusion, extractor: UNet | None = None,
+                        cfg: DiscriminatorConfig | None = None, generator: torch.Generator | None = None,
+                        device='cpu') -> tuple[Discriminator, dict]:
+    "Train DG's discriminator on noised `real` (label 1) vs noised `generated` (label 0) images in [-1, 1]; (model, report)."
+    cfg = cfg if cfg is not None else DiscriminatorConfig()
+    if not isinstance(cfg, DiscriminatorConfig): raise ValueError(f'cfg must be a DiscriminatorConfig, got {type(cfg).__name__}')
+    _check_discriminator_data(real, generated, cfg, extractor)
+    extractor = extractor if cfg.features == 'unet' else None
+    g, t0 = generator if generator is not None else make_generator(0), time.time()
+    if extractor is not None: extractor.eval().requires_grad_(False)
+    (r_tr, r_te), (g_tr, g_te) = _split(len(real), cfg.holdout, g), _split(len(generated), cfg.holdout, g)
+    with torch.no_grad():
+        probe = (unet_features(extractor, real[:1].to(device), torch.zeros(1, dtype=torch.long, device=device))
+                 if extractor is not None else real[:1])
+    head = seeded_build(lambda: TimeDiscriminator(probe.shape[1], probe.shape[-1], width=cfg.width, depth=cfg.depth),
+                        generator=g).to(device)
+    disc = Discriminator(head, extractor)
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    losses, steps_per_epoch = _fit_discriminator_head(disc, opt, real, generated, r_tr, g_tr, diffusion=diffusion, cfg=cfg,
+                                                      generator=g, device=device)
+    report = dict(**_heldout_scores(disc, real, generated, r_te, g_te, diffusion=diffusion, device=device),
                   n_train_real=len(r_tr), n_train_generated=len(g_tr), n_test_real=len(r_te), n_test_generated=len(g_te),
                   steps=cfg.epochs * steps_per_epoch, epoch_losses=losses, seconds=round(time.time() - t0, 2),
                   config=cfg.to_dict())
