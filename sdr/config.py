@@ -11,9 +11,10 @@ from .core import PRECISIONS, check_choice, check_int, check_range
 
 # %% auto #0
 __all__ = ['DATASETS', 'SAMPLERS', 'MECHANISMS', 'MAP_CONTROLS', 'CAM_READS', 'MFAM_MODES', 'UVIT_SRD_BLOCKS', 'PRESETS',
-           'GRID_FIELDS', 'PRESET_GRIDS', 'ConfigBase', 'added_field', 'config_hash', 'DataConfig', 'UNetConfig',
-           'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig', 'AutoencoderConfig',
-           'ConditionalConfig', 'UViTConfig', 'ExperimentConfig', 'preset', 'grid_settings', 'grid_args', 'grid_line']
+           'GRID_FIELDS', 'PRESET_GRIDS', 'ConfigBase', 'register_config', 'added_field', 'config_hash', 'DataConfig',
+           'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig',
+           'AutoencoderConfig', 'ConditionalConfig', 'UViTConfig', 'ExperimentConfig', 'preset', 'grid_settings',
+           'grid_args', 'grid_line']
 
 # %% ../nbs/00a_config.ipynb #0f32f4b7
 class ConfigBase:
@@ -40,7 +41,7 @@ def _to_jsonable(x):
     return x
 
 _CONFIG_TYPES: dict[str, type] = {}
-def _register(cls):
+def register_config(cls):
     _CONFIG_TYPES[cls.__name__] = cls
     return cls
 
@@ -64,7 +65,7 @@ def config_hash(cfg: ConfigBase, n: int = 10) -> str:
 # %% ../nbs/00a_config.ipynb #5102010c
 DATASETS = ('fashion_mnist', 'folder')
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class DataConfig(ConfigBase):
     "Which images to train on, at what size."
@@ -81,7 +82,7 @@ class DataConfig(ConfigBase):
         if self.dataset == 'folder' and not self.data_dir:
             raise ValueError("data_dir=None: dataset='folder' needs data_dir (a directory of images)")
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class UNetConfig(ConfigBase):
     "U-Net shape. `attention_resolutions` lists feature-map sides (in pixels) that get self-attention."
@@ -107,7 +108,7 @@ class UNetConfig(ConfigBase):
             if w % self.num_heads: raise ValueError(f'num_heads={self.num_heads} must divide every width; {w} is not divisible')
 
 # %% ../nbs/00a_config.ipynb #232a763c
-@_register
+@register_config
 @dataclass(frozen=True)
 class DiffusionConfig(ConfigBase):
     "The diffusion process: DDPM (`linear`, ε) or Improved DDPM (`cosine`, learned variance, hybrid loss)."
@@ -123,7 +124,7 @@ class DiffusionConfig(ConfigBase):
 
 SAMPLERS = ('ddim', 'ddpm')   # DDIM on a subsequence of the timesteps; DDPM ancestral on all of them
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class SampleConfig(ConfigBase):
     "How samples are drawn for reports (training is unaffected)."
@@ -140,7 +141,7 @@ class SampleConfig(ConfigBase):
         check_int('batch_size', self.batch_size, 1)
 
 # %% ../nbs/00a_config.ipynb #d8db35c5
-@_register
+@register_config
 @dataclass(frozen=True)
 class TrainConfig(ConfigBase):
     "Optimisation and bookkeeping of one training run."
@@ -169,7 +170,7 @@ MECHANISMS = ('none', 'forward', 'reverse', 'combined')
 MAP_CONTROLS = ('none', 'uniform', 'centre', 'permuted', 'untrained')   # 'none': the flaw map itself (notebook 05)
 CAM_READS = ('conv', 'activation')   # where Grad-CAM reads the highlighter (notebook 04)
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class HighlighterConfig(ConfigBase):
     "Flaw highlighter: VGG-style conv stages (`widths` x `depths`, a max-pool after each), its head, and its training."
@@ -203,7 +204,7 @@ class HighlighterConfig(ConfigBase):
         check_range('holdout', self.holdout, 0.0, 0.5, lo_incl=False)
 
 # %% ../nbs/00a_config.ipynb #eaa2e512
-@_register
+@register_config
 @dataclass(frozen=True)
 class SRDConfig(ConfigBase):
     "Self-refining diffusion: which mechanisms, their weights, and the two-phase schedule."
@@ -254,7 +255,7 @@ class SRDConfig(ConfigBase):
         check_int('highlighter_sample_steps', self.highlighter_sample_steps, 1)
 
 # %% ../nbs/00a_config.ipynb #fd26b9a8
-@_register
+@register_config
 @dataclass(frozen=True)
 class AutoencoderConfig(ConfigBase):
     "The latent space: a small convolutional autoencoder (KL-regularised unless `kl_weight=0`) and its training."
@@ -290,7 +291,7 @@ class AutoencoderConfig(ConfigBase):
 # %% ../nbs/00a_config.ipynb #a6cfef81
 MFAM_MODES = ('global', 'per_class')
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class ConditionalConfig(ConfigBase):
     "Class-conditional diffusion with classifier-free guidance (notebook 08a): labels, label dropout, guidance, mFAM mode."
@@ -313,7 +314,7 @@ class ConditionalConfig(ConfigBase):
 # %% ../nbs/00a_config.ipynb #f0665009
 UVIT_SRD_BLOCKS = ('in_out', 'all')
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class UViTConfig(ConfigBase):
     "U-ViT shape (Bao et al. 2023; notebook 02b): patches -> depth//2 in-blocks, a mid-block, depth//2 out-blocks with long skips."
@@ -339,7 +340,7 @@ class UViTConfig(ConfigBase):
         check_choice('srd_blocks', self.srd_blocks, UVIT_SRD_BLOCKS)
 
 # %% ../nbs/00a_config.ipynb #9af2bf86
-@_register
+@register_config
 @dataclass(frozen=True)
 class ExperimentConfig(ConfigBase):
     "One run: data, model, process, training, sampling, seed."

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .core import check_choice, check_int, load_json
 from .config import ConfigBase, ExperimentConfig
-from .grid import GRACE_SECONDS, _execute
+from .grid import GRACE_SECONDS, execute_job
 from .runs import EvalConfig
 
 # %% auto #0
@@ -46,7 +46,7 @@ class ClusterConfig(ConfigBase):
 
 # %% ../nbs/09c_executors.ipynb #3f54e88f
 class GridJob:
-    """One base or run job as submitit runs it: `_execute` (the local pool's subprocess) on the node, with a checkpointing
+    """One base or run job as submitit runs it: `execute_job` (the local pool's subprocess) on the node, with a checkpointing
     hook: `checkpoint()` makes the training subprocess checkpoint and stop, and returns this job for resubmission."""
     def __init__(self, kind: str, config: dict, out: str, ev: dict, base_checkpoint: str, threads: int, notebook: str | None,
                  cwd: str, watch: str = ''):
@@ -56,7 +56,7 @@ class GridJob:
 
     def __call__(self) -> dict:
         a = self.args
-        return _execute(a['kind'], ExperimentConfig.from_dict(a['config']), Path(a['out']), ev=EvalConfig.from_dict(a['ev']),
+        return execute_job(a['kind'], ExperimentConfig.from_dict(a['config']), Path(a['out']), ev=EvalConfig.from_dict(a['ev']),
                         base_checkpoint=a['base_checkpoint'] or None, threads=a['threads'],
                         notebook=Path(a['notebook']) if a['notebook'] else None, cwd=Path(a['cwd']), watch=a['watch'],
                         procs=self._procs)
@@ -117,7 +117,7 @@ class SubmititExecutor:
 
     def execute(self, kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, base_checkpoint, threads: int,
                 notebook, cwd: Path | None = None, watch: str = '', lock=None, procs: set | None = None) -> dict:
-        "What `_execute` does, on the cluster: submit the job, wait for it, return its record (raise if it failed)."
+        "What `execute_job` does, on the cluster: submit the job, wait for it, return its record (raise if it failed)."
         cwd = Path.cwd() if cwd is None else Path(cwd)
         on_slurm = self.kind() == 'slurm'   # a node elsewhere: its own threads, and it cannot watch this grid's processes
         job = self.executor(cwd).submit(GridJob(kind, cfg.to_dict(), str(out), ev.to_dict(), str(base_checkpoint or ''),

@@ -10,10 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .core import check_choice, check_int, evaluating
-from .highlighter import _check_images
+from .highlighter import check_images
 
 # %% auto #0
-__all__ = ['SCORES', 'PAPER_FAM_MATCH', 'flaw_activation_map', 'mean_fam', 'plot_fams']
+__all__ = ['SCORES', 'PAPER_FAM_MATCH', 'flaw_activation_map', 'mean_fam', 'show_image', 'show_overlay', 'plot_fams']
 
 # %% ../nbs/04a_fam.ipynb #e592a4b9
 SCORES = ('prob', 'logit')
@@ -55,7 +55,7 @@ def flaw_activation_map(model: nn.Module, images: torch.Tensor, *, layer: nn.Mod
                         score: str = 'prob', batch_size: int | None = None) -> torch.Tensor:
     "Batched Grad-CAM of class `target` at `layer`: (B, 1, H, W) float maps in [0, 1] at the input size."
     if not isinstance(model, nn.Module): raise ValueError(f'model must be an nn.Module, got {type(model).__name__}')
-    _check_images(images)
+    check_images(images)
     if not isinstance(layer, nn.Module) or not any(m is layer for m in model.modules()):
         raise ValueError(f'layer={type(layer).__name__} is not a submodule of model: pass e.g. model.cam_layer')
     check_int('target', target, 0, getattr(model, 'num_classes', 1 << 30) - 1)
@@ -70,20 +70,20 @@ def flaw_activation_map(model: nn.Module, images: torch.Tensor, *, layer: nn.Mod
 
 def mean_fam(maps: torch.Tensor) -> torch.Tensor:
     "The mFAM: the plain mean of a batch of FAMs, (B, 1, H, W) -> (1, 1, H, W) (not renormalised)."
-    _check_images(maps, 'maps')
+    check_images(maps, 'maps')
     if maps.shape[1] != 1: raise ValueError(f'maps has shape {tuple(maps.shape)}: expected (B, 1, H, W)')
     return maps.mean(0, keepdim=True)
 
 # %% ../nbs/04a_fam.ipynb #23f7c853
 PAPER_FAM_MATCH = 0.87   # the paper: share of FAMs matching human-marked artifacts (a human study)
 
-def _show_image(ax, img):
+def show_image(ax, img):
     img = ((img.detach().float().cpu() + 1) / 2).clamp(0, 1)
     ax.imshow((img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy(), cmap='gray', vmin=0, vmax=1)
     ax.set_xticks([]); ax.set_yticks([])
 
-def _show_overlay(ax, img, fam, *, alpha: float = 0.5):
-    _show_image(ax, img)
+def show_overlay(ax, img, fam, *, alpha: float = 0.5):
+    show_image(ax, img)
     ax.imshow(fam.detach().float().cpu()[0].numpy(), cmap='jet', alpha=alpha, vmin=0, vmax=1)
 
 def plot_fams(groups: dict, *, n: int = 4):
@@ -93,7 +93,7 @@ def plot_fams(groups: dict, *, n: int = 4):
     fig, axs = plt.subplots(len(groups), 2 * n + 1, figsize=(1.3 * (2 * n + 1), 1.5 * len(groups)), squeeze=False)
     for row, (name, (images, maps)) in zip(axs, groups.items()):
         for i in range(n):
-            if i < len(images): _show_image(row[2 * i], images[i]); _show_overlay(row[2 * i + 1], images[i], maps[i])
+            if i < len(images): show_image(row[2 * i], images[i]); show_overlay(row[2 * i + 1], images[i], maps[i])
             row[2 * i].axis('off'); row[2 * i + 1].axis('off')
         row[-1].imshow(mean_fam(maps)[0, 0].cpu().numpy(), cmap='jet', vmin=0, vmax=1); row[-1].axis('off')
         row[0].set_title(name, loc='left', fontsize=9); row[-1].set_title(f'mFAM (n={len(maps)})', fontsize=8)

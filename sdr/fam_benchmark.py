@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from .core import check_choice, check_int, check_range, derive_seed, make_generator, save_json
-from .config import ConfigBase, HighlighterConfig, _register
-from .highlighter import (FlawHighlighter, _auroc, _check_images, _device, _progress, highlighter_logits,
+from .config import ConfigBase, HighlighterConfig, register_config
+from .highlighter import (FlawHighlighter, pairwise_auroc, check_images, as_device, progress_bar, highlighter_logits,
                              highlighter_preset, train_flaw_highlighter)
-from .fam import PAPER_FAM_MATCH, _show_image, _show_overlay, flaw_activation_map
+from .fam import PAPER_FAM_MATCH, show_image, show_overlay, flaw_activation_map
 
 # %% auto #0
 __all__ = ['ARTIFACT_KINDS', 'OBJECT_LEVEL', 'BASELINES', 'LOCALIZATION_PRESETS', 'square_masks', 'place_on_object',
@@ -82,7 +82,7 @@ def _apply_artifact(kind, x, tops, patch, generator, donors):
 def inject_artifacts(images: torch.Tensor, kind: str, *, patch: int, generator: torch.Generator, min_object: float = 0.5,
                      min_change: float = 0.05, max_tries: int = 20) -> tuple[torch.Tensor, torch.Tensor, dict]:
     "Corrupt every image with one `kind` artifact in a random `patch` square on the object: (images, masks, info)."
-    _check_images(images)
+    check_images(images)
     check_choice('kind', kind, ARTIFACT_KINDS)
     check_int('patch', patch, 2, min(images.shape[-2:]))
     check_range('min_object', min_object, 0.0, 1.0); check_range('min_change', min_change, 0.0)
@@ -108,7 +108,7 @@ BASELINES = ('random', 'centre', 'object')
 
 def baseline_maps(images: torch.Tensor, kind: str, *, generator: torch.Generator | None = None) -> torch.Tensor:
     "Maps that ignore the classifier, (N, 1, H, W): 'random' (uniform), 'centre' (Gaussian, sigma = side/4), 'object' (brightness)."
-    _check_images(images); check_choice('kind', kind, BASELINES)
+    check_images(images); check_choice('kind', kind, BASELINES)
     n, _, h, w = images.shape
     if kind == 'random':
         if generator is None: raise ValueError("generator=None: kind='random' needs a torch.Generator")
@@ -121,7 +121,7 @@ def baseline_maps(images: torch.Tensor, kind: str, *, generator: torch.Generator
 
 def localization_scores(maps: torch.Tensor, masks: torch.Tensor, *, top_frac: float = 0.1) -> dict:
     "Per-image pointing-game hit, IoU of the top-`top_frac` region and pixel AUROC of `maps` against boolean `masks`."
-    _check_images(maps, 'maps')
+    check_images(maps, 'maps')
     if not isinstance(masks, torch.Tensor) or masks.shape != maps.shape or masks.dtype != torch.bool:
         raise ValueError(f'masks must be a bool tensor of shape {tuple(maps.shape)}, got {getattr(masks, "dtype", type(masks))} '
                          f'{tuple(getattr(masks, "shape", ()))}')
@@ -132,7 +132,7 @@ def localization_scores(maps: torch.Tensor, masks: torch.Tensor, *, top_frac: fl
     k = max(1, round(top_frac * s.shape[1]))
     top = torch.zeros_like(m).scatter_(1, s.topk(k, 1).indices, True)
     iou = (top & m).sum(1) / (top | m).sum(1).clamp_min(1)
-    auroc = torch.tensor([_auroc(si, mi) for si, mi in zip(s, m)])
+    auroc = torch.tensor([pairwise_auroc(si, mi) for si, mi in zip(s, m)])
     return dict(hit=hit.float(), iou=iou.float(), auroc=auroc.float())
 
 def bootstrap_mean_ci(values, *, generator: torch.Generator, n_boot: int = 2000, level: float = 0.95) -> tuple:
@@ -146,7 +146,7 @@ def bootstrap_mean_ci(values, *, generator: torch.Generator, n_boot: int = 2000,
     return float(values.mean()), lo, hi
 
 # %% ../nbs/04b_fam_benchmark.ipynb #084b48de
-@_register
+@register_config
 @dataclass(frozen=True)
 class LocalizationConfig(ConfigBase):
     "The FAM localization benchmark: synthetic artifacts with known masks, a highlighter trained on clean vs corrupted."
@@ -247,15 +247,15 @@ def fam_localization_benchmark(train_images: torch.Tensor, test_images: torch.Te
     if not isinstance(cfg, LocalizationConfig): raise ValueError(f'cfg must be a LocalizationConfig, got {type(cfg).__name__}')
     hc, kinds = cfg.highlighter, tuple(cfg.kinds)
     for name, x, need in (('train_images', train_images, 2 * cfg.n_train), ('test_images', test_images, cfg.n_test * (len(kinds) + 1))):
-        _check_images(x, name)
+        check_images(x, name)
         if tuple(x.shape[1:]) != (hc.channels, hc.image_size, hc.image_size):
             raise ValueError(f'{name} has shape {tuple(x.shape)}: expected (N, {hc.channels}, {hc.image_size}, {hc.image_size})')
         if len(x) < need: raise ValueError(f'{name} has {len(x)} images: cfg needs at least {need}')
     gen = lambda label: make_generator(derive_seed(cfg.seed, 'fam_localization', label))
-    device, t0 = _device(device), time.time()
+    device, t0 = as_device(device), time.time()
     clean_test, rows = _localization_test_set(test_images, cfg, gen)
     reps = [_localization_replicate(train_images, clean_test, rows, cfg, r, device, progress)
-            for r in _progress(range(cfg.replicates), cfg.replicates, progress, 'highlighters')]
+            for r in progress_bar(range(cfg.replicates), cfg.replicates, progress, 'highlighters')]
     g_boot = gen('bootstrap')
     ci = lambda v: bootstrap_mean_ci(v, generator=g_boot, n_boot=cfg.n_boot)
     per_kind = {k: _localization_summary([rows[k]], [[rep['kinds'][k]] for rep in reps], ci) for k in kinds}
@@ -294,7 +294,7 @@ def plot_fam_localization(result: dict, *, n_examples: int = 4):
         ex = result['examples'][k]
         for i in range(min(n_examples, len(ex['images']))):
             a, b = fig.add_subplot(gs[1 + r, 2 * i]), fig.add_subplot(gs[1 + r, 2 * i + 1])
-            _show_image(a, ex['images'][i]); _show_overlay(b, ex['images'][i], ex['fams'][i])
+            show_image(a, ex['images'][i]); show_overlay(b, ex['images'][i], ex['fams'][i])
             for axx in (a, b): axx.contour(ex['masks'][i, 0].float().numpy(), [0.5], colors='r', linewidths=0.8)
             if ex['fams'][i].amax() > 0:
                 yy, xx = divmod(int(ex['fams'][i].flatten().argmax()), ex['fams'].shape[-1])

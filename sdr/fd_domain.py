@@ -16,7 +16,7 @@ from .core import check_choice, check_int, check_range, derive_seed, make_genera
 from .config import DataConfig
 from .data import load_dataset
 from .core import save_torch
-from .inception import _safe, default_cache_dir
+from .inception import safe_key, default_cache_dir
 
 
 # %% auto #0
@@ -94,7 +94,7 @@ def load_domain_extractor(data_cfg: DataConfig, *, cache_dir=None, device=None, 
     if not isinstance(data_cfg, DataConfig): raise ValueError(f'data_cfg must be a DataConfig; got {type(data_cfg).__name__}')
     spec = {'data': data_cfg.to_dict(), 'train': train_kw, 'version': 1}
     h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    path = Path(cache_dir or default_cache_dir()) / 'fd_domain' / f'{_safe(data_cfg.dataset)}-{data_cfg.image_size}px-{h}.pt'
+    path = Path(cache_dir or default_cache_dir()) / 'fd_domain' / f'{safe_key(data_cfg.dataset)}-{data_cfg.image_size}px-{h}.pt'
     if path.is_file():
         d = torch.load(path, weights_only=True)
     else:
@@ -103,6 +103,6 @@ def load_domain_extractor(data_cfg: DataConfig, *, cache_dir=None, device=None, 
              'arch': {'channels': data_cfg.channels, 'num_classes': info['classes'], 'width': train_kw.get('width', 32)}}
         save_torch(d, path)
     model = DomainClassifier(**d['arch']); model.load_state_dict(d['state'])
-    name = f'fd-domain-{_safe(data_cfg.dataset)}-{data_cfg.image_size}px-{h}'
+    name = f'fd-domain-{safe_key(data_cfg.dataset)}-{data_cfg.image_size}px-{h}'
     source = f"CNN trained on {data_cfg.dataset} labels (test accuracy {d['info']['test_accuracy']:.3f}); not Inception"
     return DomainFeatures(model, name, source, data_cfg.image_size, data_cfg.channels).to(pick_device(device))

@@ -18,9 +18,9 @@ from .runs import (EvalConfig, base_dir_for, is_finished, make_trainer, prepare_
                       run_dir_for, run_experiment, train_base)
 
 # %% auto #0
-__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'checkout_run_notebook', 'watched_pids', 'start_watchdog', 'run_lock', 'hardware',
-           'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped', 'GridLog',
-           'GridJobs', 'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'run_evaluations']
+__all__ = ['RUN_NOTEBOOK', 'GRACE_SECONDS', 'checkout_run_notebook', 'watched_pids', 'start_watchdog', 'run_lock', 'execute_job',
+           'hardware', 'find_finished_elsewhere', 'copy_run_record', 'save_summary', 'check_grid', 'GridStopped',
+           'GridLog', 'GridJobs', 'run_grid', 'run_job', 'find_trained_checkpoint', 'trained_model', 'run_evaluations']
 
 # %% ../nbs/09a_grid.ipynb #7e9298a1
 def checkout_run_notebook() -> Path | None:
@@ -101,7 +101,7 @@ def _worker_env(threads: int, watch: str = '') -> dict:
     if watch: env['SDR_WATCH_PIDS'] = watch
     return env
 
-def _execute(kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, base_checkpoint, threads: int,
+def execute_job(kind: str, cfg: ExperimentConfig, out: Path, *, ev: EvalConfig, base_checkpoint, threads: int,
              notebook: Path | None, cwd: Path | None = None, watch: str = '', lock=None, procs: set | None = None) -> dict:
     """Run one job in a subprocess (papermill when a run notebook is given, else `python -m sdr.grid`) in the
     grid's working directory `cwd`. The job inherits the run's `lock` and watches the `watch` processes (the grid):
@@ -337,7 +337,7 @@ def job(self: GridJobs, kind: str, c: ExperimentConfig):
             self.log.say(f'{ck} is damaged: the job sets it aside and restarts {c.name} seed {c.seed} from '
                          + (f'its base checkpoint {os.path.relpath(base_ck, root)}' if base_ck else 'scratch'))
         try:
-            (_execute if self.executor is None else self.executor.execute)(
+            (execute_job if self.executor is None else self.executor.execute)(
                 kind, c, out, ev=ev, base_checkpoint=base_ck, threads=self.threads, notebook=self.notebook, cwd=self.cwd,
                 watch=self.watch, lock=lk, procs=self.procs)
             (out / 'error.json').unlink(missing_ok=True)
@@ -389,7 +389,7 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     """Run every config of `experiment` (bases first); skip finished runs, resume unfinished, record failures.
     `bases_only`: train (or resume, or continue) only the bases the unfinished runs need, and stop there.
     `executor`: where each job runs: None, a subprocess here (at most `workers` at a time); or an object with the
-    signature of `_execute` as its `execute` method, e.g. `sdr.executors.SubmititExecutor` (SLURM, or submitit's local
+    signature of `execute_job` as its `execute` method, e.g. `sdr.executors.SubmititExecutor` (SLURM, or submitit's local
     executor). Skip, reuse, resume, locks and run records are the same either way.
     One writer per run directory (`run_lock`); a SIGTERM, or the death of a process in `SDR_WATCH_PIDS`, stops the jobs
     (they checkpoint) and raises `GridStopped`; jobs stop by themselves when the grid dies."""

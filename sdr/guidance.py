@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from .core import (check_choice, check_int, check_range, derive_seed, load_json, make_generator, save_json,
                       seeded_build)
-from .config import ConfigBase, _register, config_hash
+from .config import ConfigBase, register_config, config_hash
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion
-from .highlighter import _auroc, _check_images, _split
+from .highlighter import pairwise_auroc, check_images, holdout_split
 from .unet import UNet, timestep_embedding
 
 # %% auto #0
@@ -59,7 +59,7 @@ def unet_features(model: UNet, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor
     return h
 
 # %% ../nbs/10_guidance.ipynb #451075d0
-@_register
+@register_config
 @dataclass(frozen=True)
 class DiscriminatorConfig(ConfigBase):
     "DG's time-conditioned discriminator and its training (defaults: DG's optimiser; a small head for 16 px)."
@@ -134,12 +134,12 @@ def _heldout_scores(disc: Discriminator, real: torch.Tensor, generated: torch.Te
     bal = lambda m: float((pred[m & (y_te == 1)] == 1).float().mean() + (pred[m & (y_te == 0)] == 0).float().mean()) / 2
     T, tc = diffusion.num_timesteps, t_te.cpu()
     thirds = {f'accuracy_t_{lo}_{hi}': bal((tc >= lo) & (tc < hi)) for lo, hi in ((0, T // 3), (T // 3, 2 * T // 3), (2 * T // 3, T))}
-    return dict(accuracy=bal(torch.ones_like(y_te, dtype=torch.bool)), auroc=_auroc(logits, y_te), **thirds)
+    return dict(accuracy=bal(torch.ones_like(y_te, dtype=torch.bool)), auroc=pairwise_auroc(logits, y_te), **thirds)
 
 # %% ../nbs/10_guidance.ipynb #905ae224
 def _check_discriminator_data(real: torch.Tensor, generated: torch.Tensor, cfg: DiscriminatorConfig, extractor):
     "Refuse image sets that do not match or are too small to split, and 'unet' features without the U-Net."
-    _check_images(real, 'real'); _check_images(generated, 'generated')
+    check_images(real, 'real'); check_images(generated, 'generated')
     if real.shape[1:] != generated.shape[1:]:
         raise ValueError(f'real has shape {tuple(real.shape)} and generated {tuple(generated.shape)}: images must match')
     for name, x in (('real', real), ('generated', generated)):
@@ -183,7 +183,7 @@ def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusio
     extractor = extractor if cfg.features == 'unet' else None
     g, t0 = generator if generator is not None else make_generator(0), time.time()
     if extractor is not None: extractor.eval().requires_grad_(False)
-    (r_tr, r_te), (g_tr, g_te) = _split(len(real), cfg.holdout, g), _split(len(generated), cfg.holdout, g)
+    (r_tr, r_te), (g_tr, g_te) = holdout_split(len(real), cfg.holdout, g), holdout_split(len(generated), cfg.holdout, g)
     with torch.no_grad():
         probe = (unet_features(extractor, real[:1].to(device), torch.zeros(1, dtype=torch.long, device=device))
                  if extractor is not None else real[:1])
@@ -247,7 +247,7 @@ def tune_weight(sample, weights, *, reference: torch.Tensor, data_cfg, real_key:
     return {'best': best['weight'], 'grid': grid}
 
 # %% ../nbs/10_guidance.ipynb #a5bd60a2
-@_register
+@register_config
 @dataclass(frozen=True)
 class GuidanceConfig(ConfigBase):
     "A sampling-time peer of SRD on a trained arm: the guidance, its validation tuning grid, and what it trains."
@@ -299,7 +299,7 @@ def guided_dir_for(root, experiment: str, arm, gcfg: GuidanceConfig) -> Path:
 
 def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, ev=None, device=None) -> dict:
     "Tune and score `gcfg` on the finished run of `arm` (see above); `metrics.json` last. A finished record is returned as it is."
-    from sdr.runs import EvalConfig, _score, run_dir_for
+    from sdr.runs import EvalConfig, score_samples, run_dir_for
     from sdr.grid import trained_model
     if not isinstance(gcfg, GuidanceConfig): raise ValueError(f'gcfg must be a GuidanceConfig, got {type(gcfg).__name__}')
     ev, t0 = ev or EvalConfig(), time.time()
@@ -345,7 +345,7 @@ def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, e
          'prepare_seconds': round(t2 - t1, 2), 'tune_seconds': round(t3 - t2, 2), 'sample_seconds': round(t4 - t3, 2),
          'arm_sample_seconds': arm_m.get('sample_seconds'), **prep}
     t5 = time.time()
-    m.update(_score(samples, arm, ev))
+    m.update(score_samples(samples, arm, ev))
     m['score_seconds'] = round(time.time() - t5, 2)
     m['wall_seconds'] = round(time.time() - t0, 2)
     save_json(m, out / 'metrics.json')

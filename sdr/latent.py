@@ -95,7 +95,7 @@ def build_autoencoder(cfg: AutoencoderConfig | None = None, *, generator: torch.
     "A freshly initialised autoencoder whose weights are a function of `generator` (the global RNG is left as it was)."
     return seeded_build(lambda: Autoencoder(cfg), generator=generator).to(device if isinstance(device, torch.device) else pick_device(device))
 
-# %% ../nbs/08_latent.ipynb #3d67a927
+# %% ../nbs/08_latent.ipynb #671f0465
 def _images_to_model_range(images, cfg: AutoencoderConfig, name='images') -> torch.Tensor:
     "uint8 (N, C, S, S) -> float [-1, 1]; float input is taken as already in [-1, 1]."
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (cfg.channels, cfg.image_size, cfg.image_size):
@@ -121,6 +121,7 @@ def decode_latents(ae: Autoencoder, z: torch.Tensor, *, batch_size: int = 1024) 
     with evaluating(ae):
         return torch.cat([ae.decode(z[i:i + batch_size].to(dev)).to(z.device) for i in range(0, len(z), batch_size)]).clamp(-1, 1)
 
+# %% ../nbs/08_latent.ipynb #75499771
 @torch.no_grad()
 def fit_latent_scale(ae: Autoencoder, images: torch.Tensor) -> Autoencoder:
     "Set the per-channel shift and scale so that `encode(images)` has mean 0 and std 1 in every channel."

@@ -13,7 +13,7 @@ from .core import check_choice, check_int, check_range, derive_seed, make_genera
 from .config import DataConfig
 from .fid import (RankDeficientWarning, bootstrap_ci, feature_stats, frechet_distance_to_features, jackknife_ci,
                      kid_from_features, warn_if_rank_deficient)
-from .inception import (InceptionWeightsMissing, _cached_stats, _real_images, _safe, extract_features,
+from .inception import (InceptionWeightsMissing, cached_feature_stats, real_reference_images, safe_key, extract_features,
                            images_to_uint8, load_fid_inception)
 from .fd_domain import DomainFeatures, load_domain_extractor
 
@@ -23,7 +23,7 @@ __all__ = ['resolve_extractor', 'compute_fid', 'blur_images', 'noise_images', 'd
            'is_increasing']
 
 # %% ../nbs/07c_metrics.ipynb #44e43fee
-def _result_key(label: str) -> str: return _safe(label).lower().replace('-', '_')
+def _result_key(label: str) -> str: return safe_key(label).lower().replace('-', '_')
 
 def resolve_extractor(extractor='auto', *, data_cfg: DataConfig | None = None, device=None, cache_dir=None,
                       progress: bool = False):
@@ -76,12 +76,12 @@ def compute_fid(gen_images, *, real=None, data_cfg: DataConfig | None = None, sp
     if isinstance(ex, DomainFeatures) and gen.shape[1:] != (ex.channels, ex.image_size, ex.image_size):
         raise ValueError(f'gen_images have shape (C, H, W)={tuple(gen.shape[1:])}; the FD-domain classifier expects '
                          f'{(ex.channels, ex.image_size, ex.image_size)}')
-    x_real, key = _real_images(real, data_cfg=data_cfg, split=split, n_real=n_real, real_key=real_key)
+    x_real, key = real_reference_images(real, data_cfg=data_cfg, split=split, n_real=n_real, real_key=real_key)
     if x_real.shape[1:] != gen.shape[1:]:
         raise ValueError(f'gen_images have (C, H, W)={tuple(gen.shape[1:])} but the real images '
                          f'{tuple(x_real.shape[1:])}; score images at the resolution and channels of the data they imitate')
     t1 = time.time()
-    rs = _cached_stats(x_real, key, ex, cache_dir=cache_dir, batch_size=batch_size, device=device, progress=progress)
+    rs = cached_feature_stats(x_real, key, ex, cache_dir=cache_dir, batch_size=batch_size, device=device, progress=progress)
     t2 = time.time()
     fg = extract_features(gen, ex, batch_size=batch_size, device=device, progress=progress, name='gen_images')
     t3 = time.time()

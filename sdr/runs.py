@@ -11,17 +11,17 @@ from pathlib import Path
 import torch
 
 from .core import check_choice, check_int, check_range, cpu_flags, load_json, save_json
-from .config import ConfigBase, ExperimentConfig, _register, added_field, config_hash
+from .config import ConfigBase, ExperimentConfig, register_config, added_field, config_hash
 from .data import load_dataset, save_image_grid
 from .train import CorruptCheckpoint, SRDTrainer, base_config, base_config_hash, checkpoint_ok, load_checkpoint, plot_mfam_history, save_checkpoint
 
 # %% auto #0
 __all__ = ['EvalConfig', 'base_dir_for', 'run_dir_for', 'StaleRecord', 'check_record', 'is_finished', 'same_training_but_length',
            'shorter_bases', 'start_from_shorter_base', 'curve_change', 'plateau_steps', 'make_trainer', 'train_base',
-           'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance', 'run_experiment']
+           'score_samples', 'prepare_reference', 'code_version', 'cpu_facts', 'run_provenance', 'run_experiment']
 
 # %% ../nbs/09_runs.ipynb #ecb2e0ab
-@_register
+@register_config
 @dataclass(frozen=True)
 class EvalConfig(ConfigBase):
     "End-of-run evaluation: samples drawn from the EMA model and how they are scored."
@@ -190,7 +190,7 @@ def train_base(cfg: ExperimentConfig, base_dir, *, device=None, progress: bool =
     return tr.checkpoint_path
 
 # %% ../nbs/09_runs.ipynb #a64a29ec
-def _score(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict:
+def score_samples(samples: torch.Tensor, cfg: ExperimentConfig, ev: EvalConfig) -> dict:
     """FID/KID (or the labelled FD-domain fallback when the Inception weights are missing) vs the test split, with CI and n.
     metric 'fair' (the confirmatory study): FD-domain/KD-domain of every sample (primary), and Inception FID/KID of the first
     `ev.n_inception` samples (secondary, keys `fid`, `kid`, `fid_n_gen`)."""
@@ -270,7 +270,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir, *, ev: EvalConfig | None = No
          'precision': tr.precision,   # after 'auto' resolved (see sdr.core.resolve_precision)
          'mfam_stats': [{k: h[k] for k in ('step', 'peak', 'mean', 'spread') if k in h} for h in tr.mfam_history]}
     t2 = time.time()
-    m.update(_score(samples, cfg, ev))
+    m.update(score_samples(samples, cfg, ev))
     if co is not None:
         from sdr.conditional import class_balanced_labels, conditional_metrics
         m.update({'conditional': True, 'guidance_scale': co.guidance_scale, 'mfam': co.mfam,
