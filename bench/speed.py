@@ -3,7 +3,11 @@
 autocast) and the scoring features (FID Inception as torch-fidelity builds it vs our fast path; FD-domain), plus
 the FID of the same images under both Inception paths.
 
-    .venv/bin/python bench/speed.py [--threads 1] [--blocks 5] [--fid-n 256]
+    .venv/bin/python bench/speed.py [--threads 1] [--blocks 5] [--fid-n 256] [--compile]
+
+`--compile` adds `torch.compile` (inductor, default mode) rows of the bf16 training step and of bf16 DDIM sampling;
+their one-off compile time is printed apart (it is paid once per process and model, and the bench's medians leave it
+out). It is a measurement only: the library does not compile.
 
 Every comparison alternates its variants in `--blocks` blocks and reports the median, so that the load of a shared
 machine hits all of them alike. The fair-scale preset uses the cpu preset's U-Net and batch at 16x16, so the
@@ -87,22 +91,32 @@ def main():
     ap.add_argument('--inception-n', type=int, default=32, help='images per timed Inception call (batch 32, as compute_fid)')
     ap.add_argument('--fid-n', type=int, default=256, help='generated and real images for the FID agreement check (0: skip)')
     ap.add_argument('--skip', nargs='*', default=[], choices=['train', 'sample', 'score', 'fid'])
+    ap.add_argument('--compile', action='store_true', help='add torch.compile rows (bf16 training step, bf16 DDIM)')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     warnings.simplefilter('ignore', RankDeficientWarning)
     print(header(), '\n')
     rows = []   # (part, variant, seconds, unit, per)
+    compile_s = {}   # part -> seconds of the first compiled call(s), compile included
     cfg = preset('cpu')
     x_test = load_dataset(DataConfig(image_size=16), 'test')[0]
     with tempfile.TemporaryDirectory() as d:
         tr = {p: Trainer(cfg.replace(precision=p), f'{d}/{p}', device='cpu', progress=False) for p in ('fp32', 'bf16')}
         if 'train' not in a.skip:
-            t = alternate({'fp32': tr['fp32'].train_step, 'bf16': tr['bf16'].train_step,
-                           'bf16 att': in_context(bf16_attention, tr['bf16'].train_step)}, blocks=a.blocks, reps=3)
+            fns = {'fp32': tr['fp32'].train_step, 'bf16': tr['bf16'].train_step,
+                   'bf16 att': in_context(bf16_attention, tr['bf16'].train_step)}
+            if a.compile:   # the forward is compiled in place, so parameter names (EMA, checkpoints) stay as they are
+                tc = Trainer(cfg.replace(precision='bf16'), f'{d}/compiled', device='cpu', progress=False)
+                tc.model.forward = torch.compile(tc.model.forward)
+                t0 = time.perf_counter(); tc.train_step(); tc.train_step()
+                compile_s['training step'] = time.perf_counter() - t0
+                fns['bf16 compiled'] = tc.train_step
+            t = alternate(fns, blocks=a.blocks, reps=3)
             part = 'training step (cpu preset, batch 64)'
             rows += [(part, 'fp32 eager (before)', t['fp32'], 's/step', 1),
                      (part, 'bf16 autocast, attention in bf16', t['bf16 att'], 's/step', 1),
                      (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'], 's/step', 1)]
+            if a.compile: rows.append((part, 'bf16 autocast + torch.compile (not used)', t['bf16 compiled'], 's/step', 1))
         if 'sample' not in a.skip:
             ema = tr['fp32'].ema.model
             ema_cl = copy.deepcopy(ema).to(memory_format=torch.channels_last)
@@ -113,13 +127,19 @@ def main():
                     with precision_context(prec):
                         diff.sample(model, shape, steps=n, generator=torch.Generator().manual_seed(0))
                 return f
-            t = alternate({'fp32': run(ema, 'fp32'), 'cl': run(ema_cl, 'fp32'), 'bf16': run(ema, 'bf16'),
-                           'bf16 att': in_context(bf16_attention, run(ema, 'bf16'))}, blocks=a.blocks)
+            fns = {'fp32': run(ema, 'fp32'), 'cl': run(ema_cl, 'fp32'), 'bf16': run(ema, 'bf16'),
+                   'bf16 att': in_context(bf16_attention, run(ema, 'bf16'))}
+            if a.compile:
+                ema_c = copy.deepcopy(ema); ema_c.forward = torch.compile(ema_c.forward)
+                t0 = time.perf_counter(); run(ema_c, 'bf16')(); compile_s['DDIM sampling'] = time.perf_counter() - t0
+                fns['bf16 compiled'] = run(ema_c, 'bf16')
+            t = alternate(fns, blocks=a.blocks)
             part = f'DDIM sampling, batch {a.sample_batch} (per step)'
             rows += [(part, 'fp32 (before)', t['fp32'] / n, 's/step', a.sample_batch),
                      (part, 'fp32 channels-last', t['cl'] / n, 's/step', a.sample_batch),
                      (part, 'bf16 autocast, attention in bf16', t['bf16 att'] / n, 's/step', a.sample_batch),
                      (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'] / n, 's/step', a.sample_batch)]
+            if a.compile: rows.append((part, 'bf16 autocast + torch.compile (not used)', t['bf16 compiled'] / n, 's/step', a.sample_batch))
     if 'score' not in a.skip or ('fid' not in a.skip and a.fid_n):
         exact, fast = load_fid_inception('cpu', fast=False), load_fid_inception('cpu')
     if 'score' not in a.skip:
@@ -139,6 +159,8 @@ def main():
     for part, variant, s, unit, per in rows:
         val = f'{s * 1e3:.2f} ms' if s < 1 else f'{s:.3f} s'
         print(f'| {part} | {variant} | {val} | {unit.split("/")[1]} | {ref[part] / s:.2f}x |')
+    for part, s in compile_s.items():
+        print(f'\ntorch.compile, {part}: the first call(s) took {s:.0f} s (compile included; paid once per process and model)')
     if 'fid' not in a.skip and a.fid_n:
         n = a.fid_n
         x = to_model_range(x_test[:2 * n])
