@@ -18,8 +18,8 @@ __all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'pick_device', 'evaluating', 'check
            'cpu_flags', 'cpu_model', 'bf16_speedup', 'resolve_precision', 'precision_context', 'grad_scaler']
 
 # %% ../nbs/00_core.ipynb #db66943f
-def pick_device(prefer: str | None = None) -> torch.device:
-    "The device to run on: `prefer` if given (e.g. 'cpu', 'cuda:1'), else cuda > mps > cpu."
+def pick_device(prefer: str | torch.device | None = None) -> torch.device:
+    "The device to run on: `prefer` if given (e.g. 'cpu', 'cuda:1', or a `torch.device`), else cuda > mps > cpu."
     if prefer is not None:
         dev = torch.device(prefer)
         if dev.type == 'cuda' and not torch.cuda.is_available():

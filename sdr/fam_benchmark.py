@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import check_choice, check_int, check_range, derive_seed, make_generator, save_json
+from .core import check_choice, check_int, check_range, derive_seed, make_generator, pick_device, save_json
 from .config import ConfigBase, HighlighterConfig, register_config
-from .highlighter import (FlawHighlighter, pairwise_auroc, check_images, as_device, progress_bar, highlighter_logits,
+from .highlighter import (FlawHighlighter, pairwise_auroc, check_images, progress_bar, highlighter_logits,
                              highlighter_preset, train_flaw_highlighter)
 from .fam import PAPER_FAM_MATCH, show_image, show_overlay, flaw_activation_map
 
@@ -252,7 +252,7 @@ def fam_localization_benchmark(train_images: torch.Tensor, test_images: torch.Te
             raise ValueError(f'{name} has shape {tuple(x.shape)}: expected (N, {hc.channels}, {hc.image_size}, {hc.image_size})')
         if len(x) < need: raise ValueError(f'{name} has {len(x)} images: cfg needs at least {need}')
     gen = lambda label: make_generator(derive_seed(cfg.seed, 'fam_localization', label))
-    device, t0 = as_device(device), time.time()
+    device, t0 = pick_device(device), time.time()
     clean_test, rows = _localization_test_set(test_images, cfg, gen)
     reps = [_localization_replicate(train_images, clean_test, rows, cfg, r, device, progress)
             for r in progress_bar(range(cfg.replicates), cfg.replicates, progress, 'highlighters')]

@@ -226,6 +226,10 @@ class GridLog:
         self.summary[status].append({'kind': kind, 'name': c.name, 'seed': c.seed, 'dir': rel, **({'error': err} if err else {})})
         self.say(f'{kind:4s} {c.name:24s} seed {c.seed}: {status}')
 
+    def failures(self) -> str:
+        "The failed jobs, one clause each: what the grid prints, and what `run_evaluations` raises."
+        return '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in self.summary['failed'])
+
     def elapsed(self) -> dict:
         "The summary, with the wall time so far."
         self.summary['wall_seconds'] = round(time.time() - self.t0, 1)
@@ -238,13 +242,17 @@ class GridLog:
                      failed=len(s['failed']), **({'stopped': stopped} if stopped else {}))
 
 # %% ../nbs/09a_grid.ipynb #b5a42b05
+def _check_experiment(experiment, configs) -> None:
+    "Refuse an experiment name that is not one folder name, and an empty list of configs."
+    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
+        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
+    if not configs: raise ValueError('configs is empty: nothing to run')
+
 def _grid_arguments(experiment, configs, *, root, ev, workers, threads, notebook, cwd: Path):
     "Checked and resolved arguments of `run_grid`: (ev, root, notebook, threads)."
     check_int('workers', workers, 1, 64)
     if threads is not None: check_int('threads', threads, 1, 1024)
-    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
-        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
-    if not configs: raise ValueError('configs is empty: nothing to run')
+    _check_experiment(experiment, configs)
     ev, root = ev or EvalConfig(), (cwd / root).resolve()
     notebook = RUN_NOTEBOOK if notebook is None else (cwd / notebook).resolve() if notebook else None   # False: no notebook
     if notebook is not None and not notebook.is_file(): raise FileNotFoundError(f'notebook={str(notebook)!r} is not a file')
@@ -279,6 +287,10 @@ def _bases_needed(todo: list, root: Path, experiment: str, ev: EvalConfig, *, un
     return bases
 
 # %% ../nbs/09a_grid.ipynb #f480aa61
+def _save_error(out: Path, e: Exception) -> None:
+    "A failed job's record: its error and traceback in `out/error.json` (removed when the job later finishes)."
+    save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
+
 class GridJobs:
     "The jobs of one grid call: their settings, the finished base directory of each base hash, and the stop state."
     def __init__(self, experiment: str, root: Path, ev: EvalConfig, log: GridLog, *, executor, threads: int,
@@ -286,14 +298,14 @@ class GridJobs:
         self.experiment, self.root, self.ev, self.log = experiment, root, ev, log
         self.executor, self.threads, self.notebook, self.cwd = executor, threads, notebook, cwd
         self.base_dirs = {}   # base hash -> the finished base directory runs start from (possibly another experiment's)
-        self.stopping, self.procs = {}, set()
+        self.stop_reason, self.procs = None, set()   # why the grid stops (None: it does not)
         self.watch = _watch_env([(os.getpid(), _proc_start(os.getpid()))])   # jobs must not outlive this grid (what the
         # grid must not outlive, it watches itself: one stop signal per job, so the second-signal "stop now" never skips
         # the checkpoint)
 
     def stop(self, reason: str) -> None:
-        if self.stopping: return
-        self.stopping['reason'] = reason
+        if self.stop_reason: return
+        self.stop_reason = reason
         print(f'grid {self.experiment}: {reason}: stopping; its running jobs checkpoint and stop', file=sys.stderr, flush=True)
         def reaper():   # papermill gets SIGINT (it interrupts its kernel, which checkpoints); direct jobs SIGTERM
             told, deadline = set(), time.time() + GRACE_SECONDS
@@ -319,11 +331,11 @@ class GridJobs:
 @patch
 def job(self: GridJobs, kind: str, c: ExperimentConfig):
     "Run one base or run job; (kind, config, directory, status, error)."
-    root, ev, stopping = self.root, self.ev, self.stopping
+    root, ev = self.root, self.ev
     out = base_dir_for(root, self.experiment, c) if kind == 'base' else run_dir_for(root, self.experiment, c)
-    if stopping: return kind, c, out, 'stopped', stopping['reason']
-    with run_lock(out, say=self.log.say, cancelled=lambda: stopping.get('reason')) as lk:
-        if lk is None: return kind, c, out, 'stopped', stopping['reason']
+    if self.stop_reason: return kind, c, out, 'stopped', self.stop_reason
+    with run_lock(out, say=self.log.say, cancelled=lambda: self.stop_reason) as lk:
+        if lk is None: return kind, c, out, 'stopped', self.stop_reason
         if is_finished(out, kind, ev):   # finished by another grid while this one waited for the lock
             (out / 'error.json').unlink(missing_ok=True)
             return kind, c, out, 'skipped', None
@@ -343,8 +355,8 @@ def job(self: GridJobs, kind: str, c: ExperimentConfig):
             (out / 'error.json').unlink(missing_ok=True)
             return kind, c, out, 'finished', None
         except Exception as e:
-            if stopping: return kind, c, out, 'stopped', stopping['reason']
-            save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
+            if self.stop_reason: return kind, c, out, 'stopped', self.stop_reason
+            _save_error(out, e)
             return kind, c, out, 'failed', repr(e)
 
 # %% ../nbs/09a_grid.ipynb #a0809721
@@ -357,7 +369,7 @@ def schedule(self: GridJobs, bases: dict, runs: list, workers: int) -> None:
         if c.srd.base_steps > 0: waiting.setdefault(base_config_hash(c), []).append(k)
         else: ready.append(k)
     saved = [time.time()]
-    save = lambda: log.save(running=True, stopped=self.stopping.get('reason'))
+    save = lambda: log.save(running=True, stopped=self.stop_reason)
     with self.stop_on_signals():
         save()
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -409,11 +421,11 @@ def run_grid(experiment: str, configs: list[ExperimentConfig], *, root='reports/
     if not bases_only: prepare_reference(todo, ev, progress=progress)
     jobs = GridJobs(experiment, root, ev, log, executor=executor, threads=threads, notebook=notebook, cwd=cwd)
     jobs.schedule(bases, [] if bases_only else todo, workers)
-    log.save(stopped=jobs.stopping.get('reason'))
+    log.save(stopped=jobs.stop_reason)
     summary = log.summary
     if summary['failed'] and progress:
-        print(f"{len(summary['failed'])} failed: " + '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in summary['failed']))
-    if jobs.stopping: raise GridStopped(f"grid {experiment} stopped ({jobs.stopping['reason']}): {len(summary['stopped'])} "
+        print(f"{len(summary['failed'])} failed: {log.failures()}")
+    if jobs.stop_reason: raise GridStopped(f"grid {experiment} stopped ({jobs.stop_reason}): {len(summary['stopped'])} "
                                        f"jobs stopped; rerun to resume them from their checkpoints")
     return summary
 
@@ -491,9 +503,7 @@ def run_evaluations(experiment: str, configs: list[ExperimentConfig], evaluate, 
                     progress: bool = True) -> dict:
     """Score every config with `evaluate(cfg, out_dir) -> dict` (its metrics), skipping those recorded with the same
     `settings` (a dict of JSON values, stored in each record). The grid's summary; raises after the others when any failed."""
-    if not isinstance(experiment, str) or not experiment or '/' in experiment or experiment.startswith('.'):
-        raise ValueError(f'experiment={experiment!r}: expected a folder name (no "/", not starting with ".")')
-    if not configs: raise ValueError('configs is empty: nothing to evaluate')
+    _check_experiment(experiment, configs)
     if not callable(evaluate): raise TypeError(f'evaluate={evaluate!r}: expected a function (config, out_dir) -> metrics dict')
     root = (Path.cwd() / root).resolve()
     log = GridLog(experiment, root, workers=1, threads=torch.get_num_threads(), progress=progress)
@@ -503,14 +513,12 @@ def run_evaluations(experiment: str, configs: list[ExperimentConfig], evaluate, 
             if _has_settings(out / 'metrics.json', settings): log.record('skipped', 'eval', c, out); continue
             try: metrics = evaluate(c, out)
             except Exception as e:
-                save_json({'error': repr(e), 'traceback': traceback.format_exc()}, out / 'error.json')
-                log.record('failed', 'eval', c, out, repr(e)); continue
+                _save_error(out, e); log.record('failed', 'eval', c, out, repr(e)); continue
             save_json({**metrics, **settings}, out / 'metrics.json')
             (out / 'error.json').unlink(missing_ok=True)
             log.record('finished', 'eval', c, out)
     if log.summary['finished'] or log.summary['failed']: log.save()
     else: log.say(f'nothing to run: all {len(configs)} evaluations are recorded; {log.path.name} left as it is')
     if log.summary['failed']:
-        raise RuntimeError(f"{experiment}: {len(log.summary['failed'])} of {len(configs)} evaluations failed: "
-                           + '; '.join(f"{r['name']} seed {r['seed']}: {r['error'][:200]}" for r in log.summary['failed']))
+        raise RuntimeError(f"{experiment}: {len(log.summary['failed'])} of {len(configs)} evaluations failed: {log.failures()}")
     return log.elapsed()

@@ -16,8 +16,7 @@ from .config import CAM_READS, HighlighterConfig
 
 # %% auto #0
 __all__ = ['HIGHLIGHTER_PRESETS', 'highlighter_preset', 'MaxPool2x2', 'FlawHighlighter', 'check_images', 'progress_bar',
-           'as_device', 'build_flaw_highlighter', 'highlighter_logits', 'pairwise_auroc', 'holdout_split',
-           'train_flaw_highlighter']
+           'build_flaw_highlighter', 'highlighter_logits', 'pairwise_auroc', 'holdout_split', 'train_flaw_highlighter']
 
 # %% ../nbs/04_highlighter.ipynb #57a98513
 HIGHLIGHTER_PRESETS = ('smoke', 'cpu', 'paper')
@@ -95,13 +94,11 @@ def progress_bar(it, total, on, desc):
     from tqdm.auto import tqdm
     return tqdm(it, total=total, desc=desc, leave=False)
 
-def as_device(device) -> torch.device:
-    return device if isinstance(device, torch.device) else pick_device(device)
 
 def build_flaw_highlighter(cfg: HighlighterConfig | None = None, *, generator: torch.Generator | None = None,
                            device=None) -> FlawHighlighter:
     "A freshly initialised highlighter whose weights are a function of `generator` (the global RNG is left as it was)."
-    return seeded_build(lambda: FlawHighlighter(cfg), generator=generator).to(as_device(device))
+    return seeded_build(lambda: FlawHighlighter(cfg), generator=generator).to(pick_device(device))
 
 @torch.no_grad()
 def highlighter_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
@@ -138,7 +135,7 @@ def train_flaw_highlighter(real: torch.Tensor, generated: torch.Tensor, *, cfg: 
         if len(x) < 2: raise ValueError(f'{name} has {len(x)} images: need at least 2 (train + held-out)')
     check_range('warn_below', warn_below, 0.0, 1.0); check_range('warn_above', warn_above, 0.0, 1.0)
     generator = generator if generator is not None else make_generator(0)
-    device, t0 = as_device(device), time.time()
+    device, t0 = pick_device(device), time.time()
     model = build_flaw_highlighter(cfg, generator=generator, device=device)
     (r_tr, r_te), (g_tr, g_te) = holdout_split(len(real), cfg.holdout, generator), holdout_split(len(generated), cfg.holdout, generator)
     bs = cfg.batch_size

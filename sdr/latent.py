@@ -93,7 +93,7 @@ class Autoencoder(nn.Module):
 def build_autoencoder(cfg: AutoencoderConfig | None = None, *, generator: torch.Generator | None = None,
                       device=None) -> Autoencoder:
     "A freshly initialised autoencoder whose weights are a function of `generator` (the global RNG is left as it was)."
-    return seeded_build(lambda: Autoencoder(cfg), generator=generator).to(device if isinstance(device, torch.device) else pick_device(device))
+    return seeded_build(lambda: Autoencoder(cfg), generator=generator).to(pick_device(device))
 
 # %% ../nbs/08_latent.ipynb #671f0465
 def _images_to_model_range(images, cfg: AutoencoderConfig, name='images') -> torch.Tensor:
@@ -139,7 +139,7 @@ def train_autoencoder(images: torch.Tensor, *, cfg: AutoencoderConfig | None = N
     if not isinstance(cfg, AutoencoderConfig): raise ValueError(f'cfg must be an AutoencoderConfig, got {type(cfg).__name__}')
     _images_to_model_range(images[:1], cfg)
     generator = generator if generator is not None else make_generator(0)
-    device, t0 = device if isinstance(device, torch.device) else pick_device(device), time.perf_counter()
+    device, t0 = pick_device(device), time.perf_counter()
     ae = build_autoencoder(cfg, generator=generator, device=device)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
@@ -218,7 +218,7 @@ def load_autoencoder(path: str | os.PathLike, *, device=None) -> tuple[Autoencod
     rec = load_checkpoint(path)
     ae = Autoencoder(AutoencoderConfig.from_dict(rec['config']))
     ae.load_state_dict(rec['state_dict'])
-    ae = ae.to(device if isinstance(device, torch.device) else pick_device(device)).eval().requires_grad_(False)
+    ae = ae.to(pick_device(device)).eval().requires_grad_(False)
     if autoencoder_hash(ae) != rec['hash']:
         raise ValueError(f'{path}: weights hash {autoencoder_hash(ae)} does not match the recorded {rec["hash"]}')
     return ae, rec
@@ -240,7 +240,7 @@ def build_latent_unet(cfg: ExperimentConfig, ae_cfg: AutoencoderConfig, *, devic
     latent_sides(cfg, ae_cfg)
     k = ae_cfg.latent_channels
     return UNet(cfg.unet, image_size=ae_cfg.latent_size, in_channels=k,
-                out_channels=2 * k if cfg.diffusion.learn_sigma else k).to(device if isinstance(device, torch.device) else pick_device(device))
+                out_channels=2 * k if cfg.diffusion.learn_sigma else k).to(pick_device(device))
 
 # %% ../nbs/08_latent.ipynb #99b553d6
 LATENT_MECHANISMS = ('none', 'reverse')

@@ -83,7 +83,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig, out_dir: str | os.PathLike, *, device=None, images: torch.Tensor | None = None,
                  progress: bool = True):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
-        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.device = pick_device(device)
         self.precision = resolve_precision(cfg.precision, self.device)   # 'fp32' | 'bf16' | 'fp16', entered by `autocast()`
         self.images = load_dataset(cfg.data, 'train')[0] if images is None else images  # uint8 (N, C, H, W)
         self._check_images(self.images)
