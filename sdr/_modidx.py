@@ -729,4 +729,5 @@ d = { 'settings': { 'branch': 'main',
                           'sdr.uvit.build_uvit': ('uvit.html#build_uvit', 'sdr/uvit.py'),
                           'sdr.uvit.check_patch_size': ('uvit.html#check_patch_size', 'sdr/uvit.py'),
                           'sdr.uvit.unpatchify': ('uvit.html#unpatchify', 'sdr/uvit.py'),
+                          'sdr.uvit.uvit_learning_rate': ('uvit.html#uvit_learning_rate', 'sdr/uvit.py'),
                           'sdr.uvit.uvit_preset': ('uvit.html#uvit_preset', 'sdr/uvit.py')}}}
