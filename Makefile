@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls test check-export nbtest pytest lab bench export clean-nbs notebooks docs
+.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls peers test check-export nbtest pytest lab bench export clean-nbs notebooks docs
 
 setup: $(VENV)/.installed data
 
@@ -103,6 +103,17 @@ endif
 controls: setup
 	$(call grid,e11_controls,fair,$(CONTROLS_ARGS),$(CONTROLS_REPORTS))
 	@echo "results: $(CONTROLS_REPORTS)/controls.md (.csv, .png); run records in $(RUNS)/e11_controls/"
+
+# SRD against its peers (e12) at the fair preset, as reports/PROTOCOL.md section 7 fixes it: e11's units and bases (its
+# baseline and srd runs are reused), DG, autoguidance, SRD + DG and the DG placebo, each weight tuned on a validation split
+# of the training images. Hours on 2 cores; resumable (rerun it): each guided run's record is written when it finishes.
+PEERS_ARGS ?= -y "bases: [0, 1]" -y "refine_seeds: [0, 1, 2]" -p workers 2 -p n_samples 5000 -p n_real 10000 \
+	-p n_inception 1000 -p n_real_inception 2500 -p sample_steps 25 -p base_curve_every 500 \
+	-y "dg_weights: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0]" -y "ag_weights: [1.0, 1.25, 1.5, 2.0, 3.0]" -p guide_step 2000 \
+	-p n_disc 4096 -p disc_epochs 10 -p n_val 5000 -p n_val_samples 1000
+peers: setup
+	$(call grid,e12_peers,fair,$(PEERS_ARGS),$(CONTROLS_REPORTS))
+	@echo "results: $(CONTROLS_REPORTS)/peers.md (.csv, .png); run records in $(RUNS)/e12_peers/"
 
 # The plain baseline DDPM alone (e00): samples, loss curve, held-out loss.
 reproduce-baseline: setup

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .core import (check_choice, check_int, check_range, derive_seed, load_json, make_generator, save_json,
                       seeded_build)
-from .config import ConfigBase, register_config, config_hash
+from .config import ConfigBase, added_field, register_config, config_hash
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion
 from .highlighter import pairwise_auroc, check_images, holdout_split
@@ -23,9 +23,9 @@ from .unet import UNet, timestep_embedding
 
 # %% auto #0
 __all__ = ['LOG_RATIO_MAX', 'ARM_FIELDS', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig',
-           'TimeDiscriminator', 'Discriminator', 'discriminator_logits', 'train_discriminator', 'DiscriminatorGuidance',
-           'validation_split', 'tune_weight', 'GuidanceConfig', 'guide_dir_for', 'guide_trainer', 'guided_dir_for',
-           'run_guided', 'peer_cost_markdown']
+           'TimeDiscriminator', 'Discriminator', 'discriminator_logits', 'shuffle_labels', 'train_discriminator',
+           'DiscriminatorGuidance', 'validation_split', 'tune_weight', 'GuidanceConfig', 'guide_dir_for',
+           'guide_trainer', 'guided_dir_for', 'run_guided', 'peer_cost_markdown']
 
 # %% ../nbs/10_guidance.ipynb #9339fbb3
 def check_weight(weight, name: str = 'weight') -> float:
@@ -72,6 +72,7 @@ class DiscriminatorConfig(ConfigBase):
     weight_decay: float = 1e-7
     holdout: float = 0.1          # held-out fraction of each class
     time_min: float = 0.01        # DG: no correction below t / T = 0.01
+    shuffle_labels: bool = added_field(False, since='0.7')   # the placebo: train on the same images with labels dealt at random
     def validate(self):
         check_choice('features', self.features, ('unet', 'pixels'))
         check_int('width', self.width, 8)
@@ -80,6 +81,7 @@ class DiscriminatorConfig(ConfigBase):
         check_range('lr', self.lr, 0.0, lo_incl=False); check_range('weight_decay', self.weight_decay, 0.0)
         check_range('holdout', self.holdout, 0.0, 1.0, lo_incl=False, hi_incl=False)
         check_range('time_min', self.time_min, 0.0, 1.0)
+        if not isinstance(self.shuffle_labels, bool): raise ValueError(f'shuffle_labels={self.shuffle_labels!r}: expected True or False')
 
 class TimeDiscriminator(nn.Module):
     "Conv blocks (GroupNorm, a per-channel shift from the timestep embedding, SiLU), mean pool, one logit: log d/(1-d)."
@@ -173,6 +175,12 @@ def _fit_discriminator_head(disc: Discriminator, opt, real: torch.Tensor, genera
     return losses, steps_per_epoch
 
 # %% ../nbs/10_guidance.ipynb #94a713d5
+def shuffle_labels(real: torch.Tensor, generated: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    "The same images, pooled and dealt back at random into a 'real' and a 'generated' set of the original sizes."
+    pool = torch.cat([real, generated])
+    perm = torch.randperm(len(pool), generator=generator)
+    return pool[perm[:len(real)]], pool[perm[len(real):]]
+
 def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusion: GaussianDiffusion, extractor: UNet | None = None,
                         cfg: DiscriminatorConfig | None = None, generator: torch.Generator | None = None,
                         device='cpu') -> tuple[Discriminator, dict]:
@@ -191,8 +199,9 @@ def train_discriminator(real: torch.Tensor, generated: torch.Tensor, *, diffusio
                         generator=g).to(device)
     disc = Discriminator(head, extractor)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    losses, steps_per_epoch = _fit_discriminator_head(disc, opt, real, generated, r_tr, g_tr, diffusion=diffusion, cfg=cfg,
-                                                      generator=g, device=device)
+    fit = shuffle_labels(real[r_tr], generated[g_tr], g) if cfg.shuffle_labels else (real[r_tr], generated[g_tr])
+    losses, steps_per_epoch = _fit_discriminator_head(disc, opt, *fit, torch.arange(len(r_tr)), torch.arange(len(g_tr)),
+                                                      diffusion=diffusion, cfg=cfg, generator=g, device=device)
     report = dict(**_heldout_scores(disc, real, generated, r_te, g_te, diffusion=diffusion, device=device),
                   n_train_real=len(r_tr), n_train_generated=len(g_tr), n_test_real=len(r_te), n_test_generated=len(g_te),
                   steps=cfg.epochs * steps_per_epoch, epoch_losses=losses, seconds=round(time.time() - t0, 2),
