@@ -22,10 +22,11 @@ from .highlighter import pairwise_auroc, check_images, holdout_split
 from .unet import UNet, timestep_embedding
 
 # %% auto #0
-__all__ = ['LOG_RATIO_MAX', 'ARM_FIELDS', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig',
+__all__ = ['LOG_RATIO_MAX', 'ARM_FIELDS', 'PEER_PAIRS', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig',
            'TimeDiscriminator', 'Discriminator', 'discriminator_logits', 'shuffle_labels', 'train_discriminator',
            'DiscriminatorGuidance', 'validation_split', 'tune_weight', 'GuidanceConfig', 'guide_dir_for',
-           'guide_trainer', 'guided_dir_for', 'run_guided', 'peer_cost_markdown']
+           'guide_trainer', 'guided_dir_for', 'run_guided', 'peer_cost_markdown', 'discriminator_aurocs',
+           'peer_verdicts']
 
 # %% ../nbs/10_guidance.ipynb #9339fbb3
 def check_weight(weight, name: str = 'weight') -> float:
@@ -378,3 +379,34 @@ def peer_cost_markdown(records: list[dict], order: list) -> str:
         ratio = mean(lambda r: (r.get('sample_seconds') or 0) / r['arm_sample_seconds']) if all(r.get('arm_sample_seconds') for r in rs) else 1.0
         L.append(f'| {v} | {refine:.0f} | {srd:.1f} | {dg:.1f} | {ag:.1f} | {tune:.1f} | {per_k:.1f} | {ratio:.2f} |')
     return '\n'.join(L) + '\n'
+
+# %% ../nbs/10_guidance.ipynb #8ae06551
+PEER_PAIRS = (('srd', 'dg'), ('srd', 'autoguidance'), ('srd_dg', 'dg'), ('dg', 'dg_shuffled'))   # the first three: F5
+
+def discriminator_aurocs(records: list[dict]) -> dict:
+    "DG arm -> the mean held-out AUROC of its discriminators over units (guided records that trained one)."
+    by = {}
+    for r in records:
+        if r.get('discriminator'): by.setdefault(r['name'], []).append(r['discriminator']['auroc'])
+    return {k: float(np.mean(v)) for k, v in by.items()}
+
+def peer_verdicts(records: list[dict], *, metric: str, order: list, floor_sd: float = 0.0, confirmatory=(),
+                  paper_change: dict | None = None, auroc_min: float = 0.55) -> tuple[list[dict], list[dict], dict]:
+    "(rows against the baseline, head-to-head rows of `PEER_PAIRS` present in `order`, DG arm -> mean AUROC); see above."
+    from sdr.stats import family_verdicts
+    from sdr.tables import mechanism_rows, summarize
+    rows = summarize(records, metric=metric, order=order, unit_key='unit', floor_sd=floor_sd, confirmatory=confirmatory,
+                     paper_change=paper_change)
+    heads = [m for a, c in PEER_PAIRS if a in order and c in order
+             for m in mechanism_rows(records, arm=a, controls=[c], metric=metric, unit_key='unit', floor_sd=floor_sd)]
+    row = {r['variant']: r for r in rows}
+    if confirmatory:
+        f5 = [(m['arm'], m['control']) for m in heads]
+        family_verdicts([row[a] for a in confirmatory] + [m for m, pair in zip(heads, f5) if pair in PEER_PAIRS[:3]])
+    aurocs = discriminator_aurocs(records)
+    for a in ('dg', 'srd_dg'):
+        if a in row and a in aurocs and aurocs[a] < auroc_min and 'direction' in row[a]:
+            row[a]['direction'] += f' (gain not attributable to the discriminator: AUROC {aurocs[a]:.3f})'
+    for r in rows:
+        if 'direction' in r: r['verdict'] = r['direction'] + ('' if r['size'] is None else f"; size {r['size']}")
+    return rows, heads, aurocs
