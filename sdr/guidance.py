@@ -400,9 +400,8 @@ def peer_verdicts(records: list[dict], *, metric: str, order: list, floor_sd: fl
     heads = [m for a, c in PEER_PAIRS if a in order and c in order
              for m in mechanism_rows(records, arm=a, controls=[c], metric=metric, unit_key='unit', floor_sd=floor_sd)]
     row = {r['variant']: r for r in rows}
-    if confirmatory:
-        f5 = [(m['arm'], m['control']) for m in heads]
-        family_verdicts([row[a] for a in confirmatory] + [m for m, pair in zip(heads, f5) if pair in PEER_PAIRS[:3]])
+    if confirmatory:   # F5: the confirmatory rows and the first three head-to-heads, one Holm family
+        family_verdicts([row[a] for a in confirmatory] + [m for m in heads if (m['arm'], m['control']) in PEER_PAIRS[:3]])
     aurocs = discriminator_aurocs(records)
     for a in ('dg', 'srd_dg'):
         if a in row and a in aurocs and aurocs[a] < auroc_min and 'direction' in row[a]:

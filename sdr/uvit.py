@@ -168,8 +168,8 @@ def uvit_preset(name: str = 'cpu') -> UViTConfig:
 
 def uvit_learning_rate(name: str = 'cpu') -> float:
     """The AdamW peak learning rate for a preset's U-ViT. paper: the u-vit fork's 2e-4. smoke, cpu and fair: 1e-3, chosen
-    on a validation split of the training images (`bench/UVIT_LR.md`): at the U-Net's 2e-4 the cpu U-ViT is far from
-    trained after 1000 steps (raw loss 0.45 at step 300, against 0.09 at 1e-3). fair inherits cpu's choice unmeasured."""
+    on a validation split of the training images (`bench/UVIT_LR.md`: at the U-Net's 2e-4 the cpu U-ViT learns several
+    times slower). fair inherits cpu's choice unmeasured."""
     check_choice('name', name, PRESETS)
     return 2e-4 if name == 'paper' else 1e-3
 
