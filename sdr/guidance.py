@@ -19,6 +19,8 @@ from .config import ConfigBase, added_field, register_config, config_hash
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion
 from .highlighter import pairwise_auroc, check_images, holdout_split
+from .stats import family_verdicts
+from .tables import mechanism_rows, summarize
 from .unet import UNet, timestep_embedding
 
 # %% auto #0
@@ -393,8 +395,6 @@ def discriminator_aurocs(records: list[dict]) -> dict:
 def peer_verdicts(records: list[dict], *, metric: str, order: list, floor_sd: float = 0.0, confirmatory=(),
                   paper_change: dict | None = None, auroc_min: float = 0.55) -> tuple[list[dict], list[dict], dict]:
     "(rows against the baseline, head-to-head rows of `PEER_PAIRS` present in `order`, DG arm -> mean AUROC); see above."
-    from sdr.stats import family_verdicts
-    from sdr.tables import mechanism_rows, summarize
     rows = summarize(records, metric=metric, order=order, unit_key='unit', floor_sd=floor_sd, confirmatory=confirmatory,
                      paper_change=paper_change)
     heads = [m for a, c in PEER_PAIRS if a in order and c in order
