@@ -19,7 +19,7 @@ export PYTHONHASHSEED := 0
 # down 5-30x whenever anything else wants a core (measured here: 4.4 s vs 0.65 s per cpu-preset step).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls peers test check-export nbtest pytest lab bench export clean-nbs notebooks docs
+.PHONY: setup data reproduce reproduce-ablation reproduce-all reproduce-baseline controls peers uvit-fair test check-export nbtest pytest lab bench export clean-nbs notebooks docs
 
 setup: $(VENV)/.installed data
 
@@ -115,6 +115,17 @@ peers: setup
 	$(call grid,e12_peers,fair,$(PEERS_ARGS),$(CONTROLS_REPORTS))
 	@echo "results: $(CONTROLS_REPORTS)/peers.md (.csv, .png); run records in $(RUNS)/e12_peers/"
 
+# e06's U-ViT rows at the fair preset (exploratory; reports/PROTOCOL.md section 8): 3 seeds x (U-ViT, U-ViT+SRD, its
+# uniform-map control), 6000 base + 1000 refinement steps, FD-domain on 5000 samples. Records under reports/runs/fair/,
+# the table in reports/fair/models.md, apart from e06's cpu rows. One run at a time on one thread (about 5 h;
+# resumable: rerun it); UVIT_FAIR_ARGS='... -p workers 2' uses both cores.
+UVIT_FAIR_ARGS ?= -y "seeds: [0, 1, 2]" -y "variants: [U-ViT, U-ViT+SRD, U-ViT+SRD-uniform]" -p workers 1 -p threads 1 \
+	-p steps 7000 -p base_steps 6000 -p cycle 100 -p n_samples 5000 -p n_real 10000 -p sample_steps 25 -p metric fair \
+	-p n_inception 1000 -p n_real_inception 2500 -p base_curve_every 500
+uvit-fair: setup
+	$(MAKE) --no-print-directory grid-e06_models PRESET=fair RUNS=reports/runs/fair REPORTS=reports/fair GRID_ARGS='$(UVIT_FAIR_ARGS)'
+	@echo "results: reports/fair/models.md (.csv, .png); run records in reports/runs/fair/e06_models/"
+
 # The plain baseline DDPM alone (e00): samples, loss curve, held-out loss.
 reproduce-baseline: setup
 	mkdir -p reports/baseline
@@ -148,6 +159,7 @@ bench: setup
 	$(PY) bench/speed.py  # fp32 vs bf16 training and sampling, FID-Inception fast path, with the CPU's ISA flags
 	$(PY) bench/fid_per_minute.py  # ours vs diffusers UNet2DModel of equal size, same training wall time, FD-domain
 	$(PY) bench/gpu_check.py  # paper-sized U-Net + SRD in bf16 on CUDA; without a GPU it says so and exits 0
+	$(PY) bench/sample_compile.py  # Trainer.sample(compile=True) vs eager, fp32 and bf16, on e11's first fair base
 	$(PY) bench/guidance_cost.py  # SRD's peers: DG's and autoguidance's cost per sampling step; the unused hook vs the sampler before it
 
 export: $(VENV)/.installed

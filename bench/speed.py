@@ -7,7 +7,7 @@ the FID of the same images under both Inception paths.
 
 `--compile` adds `torch.compile` (inductor, default mode) rows of the bf16 training step and of bf16 DDIM sampling;
 their one-off compile time is printed apart (it is paid once per process and model, and the bench's medians leave it
-out). It is a measurement only: the library does not compile.
+out). Training never compiles; sampling does on request (`Trainer.sample(compile=True)`, `bench/sample_compile.py`).
 
 Every comparison alternates its variants in `--blocks` blocks and reports the median, so that the load of a shared
 machine hits all of them alike. The fair-scale preset uses the cpu preset's U-Net and batch at 16x16, so the
@@ -116,7 +116,7 @@ def main():
             rows += [(part, 'fp32 eager (before)', t['fp32'], 's/step', 1),
                      (part, 'bf16 autocast, attention in bf16', t['bf16 att'], 's/step', 1),
                      (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'], 's/step', 1)]
-            if a.compile: rows.append((part, 'bf16 autocast + torch.compile (not used)', t['bf16 compiled'], 's/step', 1))
+            if a.compile: rows.append((part, 'bf16 autocast + torch.compile (training: not used)', t['bf16 compiled'], 's/step', 1))
         if 'sample' not in a.skip:
             ema = tr['fp32'].ema.model
             ema_cl = copy.deepcopy(ema).to(memory_format=torch.channels_last)
@@ -139,7 +139,7 @@ def main():
                      (part, 'fp32 channels-last', t['cl'] / n, 's/step', a.sample_batch),
                      (part, 'bf16 autocast, attention in bf16', t['bf16 att'] / n, 's/step', a.sample_batch),
                      (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'] / n, 's/step', a.sample_batch)]
-            if a.compile: rows.append((part, 'bf16 autocast + torch.compile (not used)', t['bf16 compiled'] / n, 's/step', a.sample_batch))
+            if a.compile: rows.append((part, 'bf16 autocast + torch.compile (sample(compile=True))', t['bf16 compiled'] / n, 's/step', a.sample_batch))
     if 'score' not in a.skip or ('fid' not in a.skip and a.fid_n):
         exact, fast = load_fid_inception('cpu', fast=False), load_fid_inception('cpu')
     if 'score' not in a.skip:

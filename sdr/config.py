@@ -133,12 +133,14 @@ class SampleConfig(ConfigBase):
     eta: float = 0.0                 # DDIM stochasticity: 0 deterministic, 1 ~ DDPM
     n_samples: int = 64              # samples for the report grid / metrics
     batch_size: int = 64
+    compile: bool = added_field(False, since='0.8')   # torch.compile the denoiser for full batches (Trainer.sample)
     def validate(self):
         check_choice('sampler', self.sampler, SAMPLERS)
         check_int('steps', self.steps, 1, 100_000)
         check_range('eta', self.eta, 0.0, 1.0)
         check_int('n_samples', self.n_samples, 1)
         check_int('batch_size', self.batch_size, 1)
+        check_choice('compile', self.compile, (False, True))
 
 # %% ../nbs/00a_config.ipynb #d8db35c5
 @register_config

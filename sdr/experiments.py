@@ -5,7 +5,7 @@
 # %% ../nbs/09d_experiments.ipynb #d9338523
 from __future__ import annotations
 import math, shutil, tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .core import check_int, load_json
@@ -161,6 +161,16 @@ class Experiment:
         missing = sorted(wanted - set(self.variants))
         if missing: raise ValueError(f'{self.name}: baseline {missing} is not a variant; variants are {list(self.variants)}')
 
+    def subset(self, names) -> 'Experiment':
+        "The same experiment with only the variants `names` (in table order), and only their baselines and paper numbers."
+        names = list(names)
+        unknown = [n for n in names if n not in self.variants]
+        if unknown or not names:
+            raise ValueError(f'variants={names}: unknown {unknown}; allowed: a non-empty subset of {list(self.variants)}')
+        keep = lambda d: d if d is None else {k: v for k, v in d.items() if k in names}
+        return replace(self, variants=keep(self.variants), paper=keep(self.paper), paper_change=keep(self.paper_change),
+                       baseline=keep(self.baseline) if isinstance(self.baseline, dict) else self.baseline)
+
 PAPER_SCALE_NOTE = ("The paper's numbers are FID on CelebA-HQ (and other 128-256 px sets) with 30k samples and 250k-step "
                     "phases; ours are on Fashion-MNIST at the preset's size, so compare the *changes*, not the levels.")
 
@@ -185,10 +195,11 @@ class ExperimentRun:
     root: Path
 
 def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str, seeds, ev, workers: int = 1, root='',
-                   reports_dir='', cluster: str = '') -> ExperimentRun:
+                   reports_dir='', cluster: str = '', threads: int | None = None) -> ExperimentRun:
     """Train and score every (seed, variant) of `exp` from `base` (finished runs are skipped, interrupted ones resumed),
-    then write its table. `root`/`reports_dir` '' use a temporary folder; `cluster`, a ClusterConfig file: jobs go
-    through submitit."""
+    then write its table: of FD-domain when `ev.metric` is 'fair' (the protocol's primary endpoint), else of FID or the
+    held-out loss. `root`/`reports_dir` '' use a temporary folder; `cluster`, a ClusterConfig file: jobs go through
+    submitit; `threads` per run (None: cores // workers)."""
     from sdr.config import grid_line
     from sdr.executors import SubmititExecutor
     from sdr.grid import run_grid
@@ -198,14 +209,14 @@ def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str,
     configs = variant_configs(base, exp.variants, seeds)
     print(grid_line(preset_name, base, n_runs=len(configs), n_samples=ev.n_samples, n_real=ev.n_real,
                     sample_steps=ev.sample_steps, metric=ev.metric) + f' ({len(exp.variants)} variants x {len(seeds)} seeds)')
-    summary = run_grid(exp.name, configs, root=root, ev=ev, workers=workers,
+    summary = run_grid(exp.name, configs, root=root, ev=ev, workers=workers, threads=threads,
                        executor=SubmititExecutor(cluster) if cluster else None)
     counts = ', '.join(f'{k} {len(summary[k])}' for k in ('finished', 'skipped', 'reused', 'failed'))
     if summary['failed']: raise RuntimeError(f'{exp.name}: {counts}: {summary["failed"]}')
     print(counts)
     rows, md = report_experiment(root, exp.name, reports_dir / exp.table, order=list(exp.variants), baseline=exp.baseline,
                                  paper=exp.paper, paper_change=exp.paper_change, title=exp.title, notes=exp.notes,
-                                 preset=preset_name)
+                                 preset=preset_name, **(dict(metric='fd_domain', metric_label='FD-domain') if ev.metric == 'fair' else {}))
     if [r['variant'] for r in rows] != list(exp.variants) or any(r['n_seeds'] != len(seeds) for r in rows):
         raise RuntimeError(f'{exp.name}: the table has {[(r["variant"], r["n_seeds"]) for r in rows]}; '
                            f'expected every variant of {list(exp.variants)} with {len(seeds)} seeds')

@@ -13,7 +13,7 @@ import torch.nn as nn
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .core import (check_int, derive_seed, make_generator, pick_device, grad_scaler, precision_context,
+from .core import (check_choice, check_int, derive_seed, make_generator, pick_device, grad_scaler, precision_context,
                       resolve_precision, save_json, save_torch, load_json, seed_everything)
 from .config import MECHANISMS, ConditionalConfig, ExperimentConfig, SRDConfig, config_hash
 from .data import DataOrder, load_dataset, to_model_range
@@ -300,17 +300,29 @@ def sampling_model(self: Trainer, model: nn.Module, rows: slice, n: int):
     return model
 
 @patch
+def compiled(self: Trainer, model: nn.Module) -> nn.Module:
+    """`torch.compile(model)` (inductor), made once per trainer and model. It calls the module's own parameters, so the
+    EMA's later updates are what it runs; the compile itself costs tens of seconds on a CPU, paid on the first batch."""
+    cache = self.__dict__.setdefault('_compiled_models', {})
+    if id(model) not in cache: cache[id(model)] = (model, torch.compile(model))   # the module kept, so its id stays its own
+    return cache[id(model)][1]
+
+@patch
 def sample(self: Trainer, n: int, *, seed: int = 0, ema: bool = True, sampler=None, steps=None, eta=None,
-           batch_size=None, progress: bool = False, guidance=None, **model_kw) -> torch.Tensor:
+           batch_size=None, progress: bool = False, guidance=None, compile: bool | None = None, **model_kw) -> torch.Tensor:
     """n samples in [-1, 1] from the EMA (default) or raw model, reproducible from `seed`; `model_kw` go to `sampling_model`;
-    `guidance` is the samplers' hook (notebook 03; None: plain sampling)."""
+    `guidance` is the samplers' hook (notebook 03; None: plain sampling). `compile` (None: `cfg.sample.compile`): full
+    batches run the compiled denoiser (`compiled`) and a last, smaller batch the eager one, so no second compile is paid."""
     sc = self.cfg.sample
     check_int('n', n, 1)
+    check_choice('compile', compile, (None, False, True))
     model = self.ema.model if ema else self.model
+    fast = self.compiled(model) if (sc.compile if compile is None else compile) else model
     g = make_generator(derive_seed(self.cfg.seed, 'sample', seed))
     bs = batch_size or sc.batch_size
     with self.autocast():
-        out = [self.diffusion.sample(self.sampling_model(model, slice(i, i + bs), n, **model_kw), (min(bs, n - i), *self.sample_shape),
+        out = [self.diffusion.sample(self.sampling_model(fast if n - i >= bs else model, slice(i, i + bs), n, **model_kw),
+                                     (min(bs, n - i), *self.sample_shape),
                                      sampler=sampler or sc.sampler, steps=steps or sc.steps, eta=sc.eta if eta is None else eta,
                                      generator=g, device=self.device, clip=self.clip_denoised, progress=progress, guidance=guidance)
                for i in range(0, n, bs)]
@@ -511,9 +523,12 @@ def batch_indices(self: SRDTrainer, step: int) -> torch.Tensor:
 
 @patch
 def sampling_model(self: SRDTrainer, model: nn.Module, rows: slice, n: int, **kw):
-    "As `Trainer.sampling_model`; with `sample_modulation`, every sample is drawn under the last mFAM's attention modulation."
+    """As `Trainer.sampling_model`; with `sample_modulation`, every sample is drawn under the last mFAM's attention modulation,
+    by the eager model (a compiled one, `Trainer.compiled`, would recompile for the modulation hook)."""
+    if not (self.cfg.srd.sample_modulation and self.mfam is not None):
+        return super(SRDTrainer, self).sampling_model(model, rows, n, **kw)
+    model = getattr(model, '_orig_mod', model)   # torch.compile's wrapper keeps the eager module here
     inner = super(SRDTrainer, self).sampling_model(model, rows, n, **kw)
-    if not (self.cfg.srd.sample_modulation and self.mfam is not None): return inner
     M, lam = self.mfam, self.cfg.srd.lambda_r
     def modulated(x, t, **k):
         with modulate_attention(model, M, lam): return inner(x, t, **k)

@@ -66,6 +66,8 @@ def test_sampling_time_modulation(tmp_path, images):
     tr.mfam = mfam
     assert not torch.equal(modulated, unmodulated)
     assert torch.equal(tr.sample(4, seed=0), modulated)                     # reproducible
+    # compile=True falls back to the eager model under modulation (nothing compiles), so it draws the same samples
+    assert torch.equal(tr.sample(4, seed=0, batch_size=4, compile=True), modulated)
     # and the model is restored after every sample (no modulation leaks into training)
     from sdr.unet import attention_blocks
     assert all(b.kv_modulation is None for b in attention_blocks(tr.ema.model))

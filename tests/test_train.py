@@ -73,3 +73,22 @@ def test_overfits_a_few_images(tmp_path):
     after = tr.eval_loss(images.repeat(16, 1, 1, 1), ema=False)
     print(f'loss before {before:.4f}, after {after:.4f} ({before / after:.1f}x)')
     assert after * 10 <= before
+
+def _untrained(tmp_path):
+    images = torch.zeros(64, 1, 16, 16, dtype=torch.uint8)
+    return Trainer(preset('smoke'), tmp_path, device='cpu', images=images, progress=False)
+
+def test_sample_rejects_a_bad_compile_value(tmp_path):
+    with pytest.raises(ValueError, match='compile'): _untrained(tmp_path).sample(2, compile='yes')
+    with pytest.raises(ValueError, match='compile'): preset('smoke').sample.replace(compile='yes').validate()
+
+@pytest.mark.slow
+def test_compiled_sampling_matches_eager(tmp_path):
+    "compile=True: full batches through torch.compile (a C++ compiler needed, ~40 s), the last smaller batch eager."
+    tr = _untrained(tmp_path)
+    eager = tr.sample(9, seed=0, batch_size=4, steps=5)
+    compiled = tr.sample(9, seed=0, batch_size=4, steps=5, compile=True)
+    assert torch.allclose(compiled, eager, atol=1e-4)
+    assert torch.equal(compiled[8:], eager[8:])                                 # the last batch of one ran eager
+    assert len(tr._compiled_models) == 1
+    assert torch.equal(tr.sample(9, seed=0, batch_size=4, steps=5, compile=True), compiled)   # cached, reproducible
