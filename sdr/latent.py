@@ -26,13 +26,13 @@ __all__ = ['AUTOENCODER_PRESETS', 'LATENT_MECHANISMS', 'autoencoder_preset', 'Au
            'latent_sides', 'build_latent_unet', 'resize_map', 'LatentSRDTrainer', 'plot_latent_mfam']
 
 # %% ../nbs/08_latent.ipynb #93359789
-AUTOENCODER_PRESETS = ('smoke', 'cpu', 'paper')
+AUTOENCODER_PRESETS = ('smoke', 'cpu', 'fair', 'paper')
 
 def autoencoder_preset(name: str = 'cpu', **overrides) -> AutoencoderConfig:
-    "The autoencoder for the named experiment preset; keyword `overrides` replace fields."
+    "The autoencoder for the named experiment preset (fair: the cpu one, at the same 16x16); keyword `overrides` replace fields."
     check_choice('name', name, AUTOENCODER_PRESETS)
     if name == 'smoke': cfg = AutoencoderConfig(steps=400, batch_size=32)
-    elif name == 'cpu': cfg = AutoencoderConfig(steps=3000)
+    elif name in ('cpu', 'fair'): cfg = AutoencoderConfig(steps=3000)
     else:  # LDM's KL-f4 shape (3 latent channels at 1/4 side) at 128 px: a stand-in, not LDM's architecture
         cfg = AutoencoderConfig(channels=3, image_size=128, factor=4, latent_channels=3, width=128, depth=3,
                                 steps=50_000, batch_size=32, lr=1e-3)
