@@ -97,9 +97,18 @@ def test_committed_run_ids_unchanged():
     "Every committed run record's config still hashes to its directory name."
     dirs = [p.parent for p in sorted((ROOT / 'reports' / 'runs').glob('*/*/config.json')) if not p.parent.name.startswith('base-')]
     assert dirs, 'no committed run records found'
+    from sdr.guidance import GuidanceConfig
     for d in dirs:
-        cfg = ExperimentConfig.from_dict(json.loads((d / 'config.json').read_text())['config'])
-        assert config_hash(cfg) == d.name, d   # conditional records (e09) included: their field is hashed, others' not
+        rec = json.loads((d / 'config.json').read_text())
+        if 'guide' in rec:     # e12's autoguidance guide: its base's hash and step
+            assert d.name == f"guide-{rec['guide']['base_config_hash']}-{rec['guide']['step']}", d
+        elif 'guided' in rec:  # e12's guided run: its arm's run id and its guidance config's hash
+            g = rec['guided']
+            arm, gcfg = ExperimentConfig.from_dict(g['arm']), GuidanceConfig.from_dict(g['guidance'])
+            assert d.name == f'guided-{config_hash(arm)}-{config_hash(gcfg)}', d
+        else:
+            cfg = ExperimentConfig.from_dict(rec['config'])
+            assert config_hash(cfg) == d.name, d   # conditional records (e09) included: their field is hashed, others' not
     assert any(d.parent.name == 'e01_ablation' for d in dirs), 'the pre-0.3 records (e01) must be among them'
 
 
