@@ -21,10 +21,9 @@ def load_base(base: Path, precision: str):
     "A trainer in `precision` holding the base's weights (its config.json and train/checkpoints/last.pt), in a scratch folder."
     cfg = ExperimentConfig.from_dict(load_json(base / 'config.json'))
     tr = make_trainer(cfg, Path(tempfile.mkdtemp()) / 'bench', device='cpu')
-    sd = load_checkpoint(base / 'train' / 'checkpoints' / 'last.pt')
-    tr.load_state_dict(sd)   # (the checkpoint checks the config it was written by, so the precision is set after)
+    tr.load_state_dict(load_checkpoint(base / 'train' / 'checkpoints' / 'last.pt'))   # (the checkpoint checks the config it was written by, so the precision is set after)
     tr.precision = resolve_precision(precision, 'cpu')
-    return tr, sd['step']
+    return tr
 
 
 def main():
@@ -41,7 +40,7 @@ def main():
     if not (base / 'train' / 'checkpoints' / 'last.pt').exists():
         raise SystemExit(f'--base={a.base}: no train/checkpoints/last.pt there (a base run folder of e11 is expected)')
     torch.set_num_threads(a.threads)
-    trainers = {p: load_base(base, p)[0] for p in ('fp32', 'bf16')}
+    trainers = {p: load_base(base, p) for p in ('fp32', 'bf16')}
     def call(p, compile):
         tr = trainers[p]
         return lambda: tr.sample(a.n, seed=0, steps=a.steps, batch_size=a.n, compile=compile)
@@ -56,7 +55,7 @@ def main():
     flags = cpu_flags()
     isa = ' '.join(f for f in ('amx_bf16', 'avx512_bf16', 'avx512f', 'avx2') if f in flags)
     print(f'CPU: {cpu_model()} ({isa}); torch {torch.__version__}, {a.threads} thread(s); load average '
-          f'{os.getloadavg()[0]:.2f}; base {base.name}; {a.n} samples, DDIM-{a.steps}, batch {a.n}, {a.blocks} blocks\n')
+          f'{os.getloadavg()[0]:.2f}; base {base.name} at step {trainers["fp32"].step}; {a.n} samples, DDIM-{a.steps}, batch {a.n}, {a.blocks} blocks\n')
     print('| precision | sampler | median s per call | s per image | vs fp32 eager | first call s | max abs diff vs eager |')
     print('|---|---|---|---|---|---|---|')
     ref = statistics.median(times[('fp32', False)])

@@ -15,7 +15,7 @@ from .tables import cost_table_markdown, register_report, rerun_floor_sd, summar
 # %% auto #0
 __all__ = ['CPU_RERUN', 'PAPER_SCALE_NOTE', 'with_overrides', 'scaled_preset', 'variant_configs', 'with_data_dir',
            'default_floor_sd', 'checked_records', 'report_experiment', 'MarkdownText', 'publish_notebook', 'Experiment',
-           'schedule_notes', 'experiment_base', 'ExperimentRun', 'run_and_report']
+           'schedule_notes', 'experiment_base', 'ExperimentRun', 'table_metric', 'run_and_report']
 
 # %% ../nbs/09d_experiments.ipynb #deece0b1
 def with_overrides(cfg: ConfigBase, overrides: dict) -> ConfigBase:
@@ -194,6 +194,10 @@ class ExperimentRun:
     table: Path
     root: Path
 
+def table_metric(ev) -> str | None:
+    "The score an experiment's table reads for `EvalConfig` `ev`: FD-domain under metric 'fair' (PROTOCOL §4), else None (FID, or the held-out loss)."
+    return 'fd_domain' if ev.metric == 'fair' else None
+
 def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str, seeds, ev, workers: int = 1, root='',
                    reports_dir='', cluster: str = '', threads: int | None = None) -> ExperimentRun:
     """Train and score every (seed, variant) of `exp` from `base` (finished runs are skipped, interrupted ones resumed),
@@ -216,7 +220,7 @@ def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str,
     print(counts)
     rows, md = report_experiment(root, exp.name, reports_dir / exp.table, order=list(exp.variants), baseline=exp.baseline,
                                  paper=exp.paper, paper_change=exp.paper_change, title=exp.title, notes=exp.notes,
-                                 preset=preset_name, **(dict(metric='fd_domain', metric_label='FD-domain') if ev.metric == 'fair' else {}))
+                                 preset=preset_name, metric=table_metric(ev), metric_label='FD-domain' if table_metric(ev) else None)
     if [r['variant'] for r in rows] != list(exp.variants) or any(r['n_seeds'] != len(seeds) for r in rows):
         raise RuntimeError(f'{exp.name}: the table has {[(r["variant"], r["n_seeds"]) for r in rows]}; '
                            f'expected every variant of {list(exp.variants)} with {len(seeds)} seeds')
