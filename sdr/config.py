@@ -14,7 +14,7 @@ __all__ = ['DATASETS', 'SAMPLERS', 'MECHANISMS', 'MAP_CONTROLS', 'CAM_READS', 'M
            'GRID_FIELDS', 'PRESET_GRIDS', 'ConfigBase', 'register_config', 'added_field', 'config_hash', 'DataConfig',
            'UNetConfig', 'DiffusionConfig', 'SampleConfig', 'TrainConfig', 'HighlighterConfig', 'SRDConfig',
            'AutoencoderConfig', 'ConditionalConfig', 'UViTConfig', 'ExperimentConfig', 'preset', 'grid_settings',
-           'grid_args', 'grid_line']
+           'grid_args', 'backbone_label', 'grid_line']
 
 # %% ../nbs/00a_config.ipynb #0f32f4b7
 class ConfigBase:
@@ -503,10 +503,20 @@ def grid_args(name: str, **overrides) -> str:
     g = grid_settings(name, **overrides)
     return ' '.join([f'-y "seeds: {list(g["seeds"])}"'] + [f'-p {k} {g[k]}' for k in GRID_FIELDS if k != 'seeds'])
 
-def grid_line(name: str, cfg: 'ExperimentConfig', *, n_runs: int, n_samples: int, n_real: int, sample_steps: int, metric: str) -> str:
-    "The one line a grid prints (and its executed notebook keeps) about what it actually runs: from the configs it built."
+def backbone_label(cfg: 'ExperimentConfig') -> str:
+    "The denoiser `cfg` trains, in a few words: a U-ViT's width, depth and patch, or a (latent) U-Net's channels."
+    if cfg.uvit is not None:
+        v = cfg.uvit
+        return f'U-ViT {v.embed_dim} d x depth {v.depth}, patch {v.patch_size}'
+    latent = ' (latent)' if cfg.autoencoder is not None else ''
+    return f'U-Net{latent} {cfg.unet.base_channels} ch x {list(cfg.unet.channel_mults)}'
+
+def grid_line(name: str, cfg: 'ExperimentConfig', *, n_runs: int, n_samples: int, n_real: int, sample_steps: int, metric: str,
+              configs=()) -> str:
+    """The one line a grid prints (and its executed notebook keeps) about what it actually runs: from the configs it built.
+    `configs`, the grid's run configs: their distinct backbones are named (a variant may swap the base's U-Net for a U-ViT)."""
     s = cfg.srd
+    backbones = ' | '.join(dict.fromkeys(backbone_label(c) for c in (list(configs) or [cfg])))
     return (f'{n_runs} runs, preset {name}: {cfg.train.steps} steps of batch {cfg.train.batch_size} ({s.base_steps} base, '
-            f'mFAM cycle {s.cycle}), {cfg.data.image_size}x{cfg.data.image_size}, U-Net {cfg.unet.base_channels} ch x '
-            f'{list(cfg.unet.channel_mults)}; scoring {n_samples} samples ({cfg.sample.sampler.upper()}-{sample_steps}) '
-            f'against {n_real} test images, metric {metric}')
+            f'mFAM cycle {s.cycle}), {cfg.data.image_size}x{cfg.data.image_size}, {backbones}; '
+            f'scoring {n_samples} samples ({cfg.sample.sampler.upper()}-{sample_steps}) against {n_real} test images, metric {metric}')

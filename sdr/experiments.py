@@ -212,7 +212,7 @@ def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str,
     seeds = list(seeds)
     configs = variant_configs(base, exp.variants, seeds)
     print(grid_line(preset_name, base, n_runs=len(configs), n_samples=ev.n_samples, n_real=ev.n_real,
-                    sample_steps=ev.sample_steps, metric=ev.metric) + f' ({len(exp.variants)} variants x {len(seeds)} seeds)')
+                    sample_steps=ev.sample_steps, metric=ev.metric, configs=configs) + f' ({len(exp.variants)} variants x {len(seeds)} seeds)')
     summary = run_grid(exp.name, configs, root=root, ev=ev, workers=workers, threads=threads,
                        executor=SubmititExecutor(cluster) if cluster else None)
     counts = ', '.join(f'{k} {len(summary[k])}' for k in ('finished', 'skipped', 'reused', 'failed'))
