@@ -92,6 +92,7 @@ def main():
     ap.add_argument('--fid-n', type=int, default=256, help='generated and real images for the FID agreement check (0: skip)')
     ap.add_argument('--skip', nargs='*', default=[], choices=['train', 'sample', 'score', 'fid'])
     ap.add_argument('--compile', action='store_true', help='add torch.compile rows (bf16 training step, bf16 DDIM)')
+    ap.add_argument('--channels-last', action='store_true', help='add channels-last training-step rows (fp32 and bf16)')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     warnings.simplefilter('ignore', RankDeficientWarning)
@@ -111,12 +112,20 @@ def main():
                 t0 = time.perf_counter(); tc.train_step(); tc.train_step()
                 compile_s['training step'] = time.perf_counter() - t0
                 fns['bf16 compiled'] = tc.train_step
+            if a.channels_last:   # the weights in channels-last; the convolutions then run (and return) NHWC
+                for p in ('fp32', 'bf16'):
+                    tcl = Trainer(cfg.replace(precision=p), f'{d}/cl-{p}', device='cpu', progress=False)
+                    tcl.model.to(memory_format=torch.channels_last)
+                    fns[f'{p} cl'] = tcl.train_step
             t = alternate(fns, blocks=a.blocks, reps=3)
             part = 'training step (cpu preset, batch 64)'
             rows += [(part, 'fp32 eager (before)', t['fp32'], 's/step', 1),
                      (part, 'bf16 autocast, attention in bf16', t['bf16 att'], 's/step', 1),
                      (part, 'bf16 autocast, attention in fp32 (after)', t['bf16'], 's/step', 1)]
             if a.compile: rows.append((part, 'bf16 autocast + torch.compile (training: not used)', t['bf16 compiled'], 's/step', 1))
+            if a.channels_last:
+                rows += [(part, 'fp32 channels-last (training: not used)', t['fp32 cl'], 's/step', 1),
+                         (part, 'bf16 autocast, channels-last (training: not used)', t['bf16 cl'], 's/step', 1)]
         if 'sample' not in a.skip:
             ema = tr['fp32'].ema.model
             ema_cl = copy.deepcopy(ema).to(memory_format=torch.channels_last)
