@@ -121,7 +121,8 @@ peers: setup
 # resumable: rerun it); UVIT_FAIR_ARGS='... -p workers 2' uses both cores.
 UVIT_FAIR_ARGS ?= -y "seeds: [0, 1, 2]" -y "variants: [U-ViT, U-ViT+SRD, U-ViT+SRD-uniform]" -p workers 1 -p threads 1 \
 	-p steps 7000 -p base_steps 6000 -p cycle 100 -p n_samples 5000 -p n_real 10000 -p sample_steps 25 -p metric fair \
-	-p n_inception 1000 -p n_real_inception 2500 -p base_curve_every 500
+	-p n_inception 1000 -p n_real_inception 2500 -p base_curve_every 500 \
+	-p trained_reference reports/ablation_fair.csv
 uvit-fair: setup
 	$(MAKE) --no-print-directory grid-e06_models PRESET=fair RUNS=reports/runs/fair REPORTS=reports/fair GRID_ARGS='$(UVIT_FAIR_ARGS)'
 	@echo "results: reports/fair/models.md (.csv, .png); run records in reports/runs/fair/e06_models/"

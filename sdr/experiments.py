@@ -15,7 +15,7 @@ from .tables import cost_table_markdown, register_report, rerun_floor_sd, summar
 # %% auto #0
 __all__ = ['CPU_RERUN', 'PAPER_SCALE_NOTE', 'with_overrides', 'scaled_preset', 'variant_configs', 'with_data_dir',
            'default_floor_sd', 'checked_records', 'report_experiment', 'MarkdownText', 'publish_notebook', 'Experiment',
-           'schedule_notes', 'experiment_base', 'ExperimentRun', 'table_metric', 'run_and_report']
+           'schedule_notes', 'experiment_base', 'ExperimentRun', 'table_metric', 'run_and_report', 'trained_check']
 
 # %% ../nbs/09d_experiments.ipynb #deece0b1
 def with_overrides(cfg: ConfigBase, overrides: dict) -> ConfigBase:
@@ -225,3 +225,27 @@ def run_and_report(exp: Experiment, base: ExperimentConfig, *, preset_name: str,
         raise RuntimeError(f'{exp.name}: the table has {[(r["variant"], r["n_seeds"]) for r in rows]}; '
                            f'expected every variant of {list(exp.variants)} with {len(seeds)} seeds')
     return ExperimentRun(rows, md, root)
+
+# %% ../nbs/09d_experiments.ipynb #7e34fe9d
+def trained_check(rows: list[dict], variant: str, reference_csv, *, reference_variant: str = 'baseline', factor: float = 2.0,
+                  label: str = 'FD-domain') -> dict:
+    """`variant`'s mean score (its row in `rows`, as `run_and_report` returns them) against `factor` x the mean of the
+    `reference_variant` row of another table's csv (`reference_csv`); lower is better. Returns both means, their ratio,
+    whether it passes (ratio <= factor) and the sentence for the report."""
+    import csv
+    ref_path = Path(reference_csv)
+    if not ref_path.is_file(): raise FileNotFoundError(f'reference_csv={str(reference_csv)!r}: no such table csv')
+    if not factor > 1: raise ValueError(f'factor={factor!r} must be > 1')
+    mine = [r for r in rows if r['variant'] == variant]
+    if len(mine) != 1: raise ValueError(f"variant={variant!r} is not one row of the table; rows: {[r['variant'] for r in rows]}")
+    ref = [r for r in csv.DictReader(ref_path.open()) if r['variant'] == reference_variant]
+    if len(ref) != 1: raise ValueError(f'reference_variant={reference_variant!r} is not one row of {ref_path}')
+    mean, ref_mean = float(mine[0]['mean']), float(ref[0]['mean'])
+    ratio = mean / ref_mean
+    passes = ratio <= factor
+    verdict = ('within' if passes else 'beyond') + f' {factor:g}x'
+    reading = (f'these are rows of a trained {variant}' if passes else
+               f'{variant} is still undertrained at this schedule, and these rows draw no conclusion about it')
+    text = (f'**Trained-ness check** (stated before the runs): {variant} baseline mean {label} {mean:.3f} is {ratio:.2f}x '
+            f'the {reference_variant} mean of `{ref_path.name}` ({ref_mean:.3f}), {verdict}: {reading}.')
+    return dict(mean=mean, reference=ref_mean, ratio=ratio, passes=passes, text=text)
