@@ -238,7 +238,7 @@ def trained_check(rows: list[dict], variant: str, reference_csv, *, reference_va
     if not factor > 1: raise ValueError(f'factor={factor!r} must be > 1')
     mine = [r for r in rows if r['variant'] == variant]
     if len(mine) != 1: raise ValueError(f"variant={variant!r} is not one row of the table; rows: {[r['variant'] for r in rows]}")
-    ref = [r for r in csv.DictReader(ref_path.open()) if r['variant'] == reference_variant]
+    ref = [r for r in csv.DictReader(ref_path.read_text().splitlines()) if r['variant'] == reference_variant]
     if len(ref) != 1: raise ValueError(f'reference_variant={reference_variant!r} is not one row of {ref_path}')
     mean, ref_mean = float(mine[0]['mean']), float(ref[0]['mean'])
     ratio = mean / ref_mean
