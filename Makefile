@@ -162,6 +162,7 @@ bench: setup
 	$(PY) bench/gpu_check.py  # paper-sized U-Net + SRD in bf16 on CUDA; without a GPU it says so and exits 0
 	$(PY) bench/sample_compile.py  # Trainer.sample(compile=True) vs eager, fp32 and bf16, on e11's first fair base
 	$(PY) bench/guidance_cost.py  # SRD's peers: DG's and autoguidance's cost per sampling step; the unused hook vs the sampler before it
+	$(PY) bench/roofline.py --uvit  # the training step's FLOPs, its fp32/bf16 times and the bound its own bf16 convolutions set
 
 export: $(VENV)/.installed
 	$(VENV)/bin/nbdev_export
