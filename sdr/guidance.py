@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .core import (check_choice, check_int, check_range, derive_seed, load_json, make_generator, save_json,
                       seeded_build)
-from .config import ConfigBase, added_field, register_config, config_hash
+from .config import ConfigBase, ExperimentConfig, added_field, register_config, config_hash
 from .data import load_dataset, to_model_range
 from .diffusion import GaussianDiffusion
 from .highlighter import pairwise_auroc, check_images, holdout_split
@@ -27,8 +27,8 @@ from .unet import UNet, timestep_embedding
 __all__ = ['LOG_RATIO_MAX', 'ARM_FIELDS', 'PEER_PAIRS', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig',
            'TimeDiscriminator', 'Discriminator', 'discriminator_logits', 'shuffle_labels', 'train_discriminator',
            'DiscriminatorGuidance', 'validation_split', 'tune_weight', 'GuidanceConfig', 'guide_dir_for',
-           'guide_trainer', 'guided_dir_for', 'run_guided', 'peer_cost_markdown', 'discriminator_aurocs',
-           'peer_verdicts']
+           'guide_trainer', 'guided_dir_for', 'guided_spec', 'same_guided_spec', 'run_guided', 'peer_cost_markdown',
+           'discriminator_aurocs', 'peer_verdicts']
 
 # %% ../nbs/10_guidance.ipynb #9339fbb3
 def check_weight(weight, name: str = 'weight') -> float:
@@ -309,6 +309,20 @@ ARM_FIELDS = ('seed', 'unit', 'refine_seed', 'mechanism', 'steps', 'base_steps',
 def guided_dir_for(root, experiment: str, arm, gcfg: GuidanceConfig) -> Path:
     return Path(root) / experiment / f'guided-{config_hash(arm)}-{config_hash(gcfg)}'
 
+def guided_spec(arm, gcfg: GuidanceConfig, ev) -> dict:
+    "What a guided record's `config.json` holds: the arm, the guidance and the evaluation (no 'config' key: never a training)."
+    return {'guided': {'arm': arm.to_dict(), 'guidance': gcfg.to_dict(), 'eval': ev.to_dict()}}
+
+def same_guided_spec(stored: dict, arm, gcfg: GuidanceConfig, ev) -> bool:
+    """Whether a guided record's stored spec names these settings, compared by run-id hash as trained runs are: a field
+    added later (`added_field`) and left at its default, absent from an older record, does not make it another run."""
+    from sdr.runs import EvalConfig
+    try:
+        g = stored['guided']
+        old = (ExperimentConfig.from_dict(g['arm']), GuidanceConfig.from_dict(g['guidance']), EvalConfig.from_dict(g['eval']))
+    except (KeyError, TypeError, ValueError): return False   # unreadable, or written by other code
+    return [config_hash(c) for c in old] == [config_hash(c) for c in (arm, gcfg, ev)]
+
 def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, ev=None, device=None) -> dict:
     "Tune and score `gcfg` on the finished run of `arm` (see above); `metrics.json` last. A finished record is returned as it is."
     from sdr.runs import EvalConfig, score_samples, run_dir_for
@@ -316,15 +330,14 @@ def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, e
     if not isinstance(gcfg, GuidanceConfig): raise ValueError(f'gcfg must be a GuidanceConfig, got {type(gcfg).__name__}')
     ev, t0 = ev or EvalConfig(), time.time()
     out = guided_dir_for(root, experiment, arm, gcfg)
-    spec = {'guided': {'arm': arm.to_dict(), 'guidance': gcfg.to_dict(), 'eval': ev.to_dict()}}   # no 'config' key: never a training
-    if (out / 'metrics.json').exists() and load_json(out / 'config.json') == spec:
+    if (out / 'metrics.json').exists() and same_guided_spec(load_json(out / 'config.json'), arm, gcfg, ev):
         m = load_json(out / 'metrics.json')
         if m.get('name') == name: return m
     arm_record = run_dir_for(root, experiment, arm) / 'metrics.json'
     if not arm_record.exists():
         raise FileNotFoundError(f'{arm_record}: the arm {arm.name!r} (seed {arm.seed}) has no finished run; run the grid first')
     arm_m = load_json(arm_record)
-    save_json(spec, out / 'config.json')
+    save_json(guided_spec(arm, gcfg, ev), out / 'config.json')
     tr = trained_model(arm, root, experiment, device=device)
     train_u8 = tr.images
     val_idx, rest_idx = validation_split(len(train_u8), gcfg.n_val)
