@@ -27,8 +27,8 @@ from .unet import UNet, timestep_embedding
 __all__ = ['LOG_RATIO_MAX', 'ARM_FIELDS', 'PEER_PAIRS', 'check_weight', 'Autoguidance', 'unet_features', 'DiscriminatorConfig',
            'TimeDiscriminator', 'Discriminator', 'discriminator_logits', 'shuffle_labels', 'train_discriminator',
            'DiscriminatorGuidance', 'validation_split', 'tune_weight', 'GuidanceConfig', 'guide_dir_for',
-           'guide_trainer', 'guided_dir_for', 'guided_spec', 'same_guided_spec', 'run_guided', 'peer_cost_markdown',
-           'discriminator_aurocs', 'peer_verdicts']
+           'guide_trainer', 'guided_dir_for', 'guided_spec', 'same_guided_spec', 'finished_guided', 'run_guided',
+           'peer_cost_markdown', 'discriminator_aurocs', 'peer_verdicts']
 
 # %% ../nbs/10_guidance.ipynb #9339fbb3
 def check_weight(weight, name: str = 'weight') -> float:
@@ -323,16 +323,28 @@ def same_guided_spec(stored: dict, arm, gcfg: GuidanceConfig, ev) -> bool:
     except (KeyError, TypeError, ValueError): return False   # unreadable, or written by other code
     return [config_hash(c) for c in old] == [config_hash(c) for c in (arm, gcfg, ev)]
 
+def finished_guided(out: Path, name: str, arm, gcfg: GuidanceConfig, ev) -> dict | None:
+    "The metrics of a finished guided record with these settings and this arm name, else None."
+    if not ((out / 'metrics.json').exists() and same_guided_spec(load_json(out / 'config.json'), arm, gcfg, ev)): return None
+    m = load_json(out / 'metrics.json')
+    return m if m.get('name') == name else None
+
 def run_guided(arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, ev=None, device=None) -> dict:
     "Tune and score `gcfg` on the finished run of `arm` (see above); `metrics.json` last. A finished record is returned as it is."
-    from sdr.runs import EvalConfig, score_samples, run_dir_for
-    from sdr.grid import trained_model
+    from sdr.runs import EvalConfig
+    from sdr.grid import run_lock
     if not isinstance(gcfg, GuidanceConfig): raise ValueError(f'gcfg must be a GuidanceConfig, got {type(gcfg).__name__}')
-    ev, t0 = ev or EvalConfig(), time.time()
+    ev = ev or EvalConfig()
     out = guided_dir_for(root, experiment, arm, gcfg)
-    if (out / 'metrics.json').exists() and same_guided_spec(load_json(out / 'config.json'), arm, gcfg, ev):
-        m = load_json(out / 'metrics.json')
-        if m.get('name') == name: return m
+    if (m := finished_guided(out, name, arm, gcfg, ev)) is not None: return m
+    with run_lock(out):   # one writer per guided record: a second grid on the same root waits, then finds it finished
+        if (m := finished_guided(out, name, arm, gcfg, ev)) is not None: return m
+        return _tune_and_score(out, arm, gcfg, name=name, root=root, experiment=experiment, ev=ev, device=device)
+
+def _tune_and_score(out: Path, arm, gcfg: GuidanceConfig, *, name: str, root, experiment: str, ev, device) -> dict:
+    t0 = time.time()
+    from sdr.runs import score_samples, run_dir_for
+    from sdr.grid import trained_model
     arm_record = run_dir_for(root, experiment, arm) / 'metrics.json'
     if not arm_record.exists():
         raise FileNotFoundError(f'{arm_record}: the arm {arm.name!r} (seed {arm.seed}) has no finished run; run the grid first')
